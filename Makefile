@@ -1,0 +1,40 @@
+# make demo: venv + install + the whole pipeline on the embedded default (local Ray, local disk, tiny models).
+# make test: venv + install + the test suite (CI runs this through .ci/run).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
+export RAY_USAGE_STATS_ENABLED ?= 0
+export DS_ACCELERATOR ?= cpu
+
+.PHONY: demo test test-all test-slow install clean bench lint
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: an unpinned resolve can pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dft demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" --timeout=900
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow and not gpu" --timeout=1800
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not gpu" --timeout=1800
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/prompts.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""The ``dft`` command line: the same library calls the jobs make, for people."""

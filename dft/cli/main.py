@@ -1,0 +1,226 @@
+"""``dft``: one sub-command per stage, ``run`` for all of them in order, and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(stderr=True)
+
+STAGES = ("prompts", "generate", "curate", "train", "evaluate", "report")
+
+DESCRIPTION = """\
+dft: diversity fine-tuning of text-to-image models, on Ray.
+
+A run goes through stages, each reading what the one before wrote under the run folder
+(run.uri, local or s3://):
+  prompts   build the combinatorial prompt table (ethnicity x gender x age x profession)
+  generate  generate the synthetic image set with a Ray Data actor pool (WebDataset + Parquet)
+  curate    drop images whose perceived attributes contradict their prompt (optional)
+  train     fine-tune the UNet with Ray Train + DeepSpeed, export a diffusers pipeline
+  evaluate  generate on neutral prompts with base and fine-tuned models, read perceived
+            attributes, score fairness
+  report    write the report folder (index.html, report.md, charts, contact sheets)
+Utilities:
+  label     read perceived attributes of any images into a label table
+  fairness  score a label table
+  config    show the effective configuration
+  run       every stage in order;   demo  the whole pipeline on the built-in demo config
+
+Configuration: defaults, then --config YAML files (in order), then --set section.key=value.
+A finished stage is a no-op when run again with the same config; --force redoes it.
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", action="append", default=[], metavar="FILE", help="YAML config (repeatable).")
+    p.add_argument("--set", "-s", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                   help="Override one field, e.g. --set generate.steps=4 (repeatable).")
+    p.add_argument("--force", action="store_true", help="Redo the stage even if it already finished.")
+    p.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dft", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("config", help="Show the effective configuration.")
+    p.add_argument("action", choices=["show"], help="'show': print the effective config as YAML.")
+    _common(p)
+
+    p = sub.add_parser("prompts", help="Build the prompt table (Parquet) and print counts per attribute.")
+    _common(p)
+    p.add_argument("--out", help="Write the table here instead of RUN/prompts (a folder URI).")
+
+    for name, text in [
+        ("generate", "Generate the synthetic set with a Ray Data actor pool."),
+        ("curate", "Filter synthetic images whose perceived attributes contradict their prompt."),
+        ("train", "Fine-tune with Ray Train + DeepSpeed and export a diffusers pipeline."),
+        ("evaluate", "Generate on neutral prompts, read attributes, score fairness, write the report."),
+        ("run", "Run every stage in order (prompts, generate, curate, train, evaluate, report)."),
+    ]:
+        _common(sub.add_parser(name, help=text))
+
+    p = sub.add_parser("report", help="Write the report folder of a run.")
+    p.add_argument("run", nargs="?", help="Run folder (default: run.uri of the config).")
+    _common(p)
+
+    p = sub.add_parser("label", help="Read perceived attributes of images into a label table.")
+    p.add_argument("path", help="Images: a folder of image files, WebDataset shards, or Parquet with image bytes.")
+    p.add_argument("--out", required=True, help="Label table to write (.parquet or .csv).")
+    _common(p)
+
+    p = sub.add_parser("fairness", help="Score a label table (Parquet or CSV: prompt column + attribute columns).")
+    p.add_argument("labels", help="Label table (.parquet or .csv).")
+    p.add_argument("--json", action="store_true", help="Print the full result as JSON.")
+    p.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the intervals.")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+    p = sub.add_parser("demo", help="The whole pipeline on the built-in demo config (local Ray, local disk, tiny models).")
+    _common(p)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("urllib3", "botocore", "s3fs", "fsspec", "filelock", "PIL", "matplotlib", "aiobotocore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # a broken import shows up later with its own message
+        pass
+
+
+def demo_config_path() -> str:
+    return str(Path(__file__).resolve().parent.parent / "configs" / "demo.yaml")
+
+
+def _stage_fn(stage: str):
+    """The library function behind a stage, or None when that stage is not built yet."""
+    module, fn = {
+        "prompts": ("dft.prompts.stage", "run_prompts"),
+        "generate": ("dft.generate.stage", "run_generate"),
+        "curate": ("dft.evaluate.stage", "run_curate"),
+        "train": ("dft.train.stage", "run_train"),
+        "evaluate": ("dft.evaluate.stage", "run_evaluate"),
+        "report": ("dft.evaluate.stage", "run_report"),
+    }[stage]
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("dft"):
+            return None
+        raise
+    return getattr(mod, fn, None)
+
+
+def run_stages(cfg, stages, force: bool = False) -> dict:
+    from dft.runs import StageConfigChanged
+
+    results = {}
+    for stage in stages:
+        fn = _stage_fn(stage)
+        if fn is None:
+            console.print(f"[yellow]stage {stage!r} is not built yet: skipped[/yellow]")
+            continue
+        if stage == "curate" and not cfg.curate.enabled:
+            console.print("[dim]stage 'curate' is disabled (curate.enabled=false): skipped[/dim]")
+            continue
+        console.rule(f"[bold]{stage}")
+        try:
+            results[stage] = fn(cfg, force=force)
+        except StageConfigChanged as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise SystemExit(3)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    _setup_logging(getattr(args, "verbose", False))
+    _quiet_libraries()
+    from dft.config.load import ConfigError, dump_config, load_config
+
+    if args.command == "fairness":
+        from dft.evaluate.fairness import fairness_cli
+
+        return fairness_cli(args.labels, as_json=args.json, bootstrap=args.bootstrap)
+
+    files = list(args.config)
+    if args.command == "demo" and not files:
+        files = [demo_config_path()]
+    try:
+        cfg = load_config(files, args.overrides)
+        if args.command in ("prompts", "run", "demo", "generate"):
+            from dft.prompts.vocab import load_vocabulary
+
+            load_vocabulary(cfg.prompts.vocab)
+    except (ConfigError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+
+    if args.command == "config":
+        sys.stdout.write(dump_config(cfg))
+        return 0
+    if args.command == "prompts":
+        from dft.prompts.stage import run_prompts
+
+        from dft.runs import StageConfigChanged
+
+        try:
+            run_prompts(cfg, force=args.force, out=args.out)
+        except (ValueError, StageConfigChanged) as exc:
+            console.print(f"[red]{exc}[/red]")
+            return 2
+        return 0
+    if args.command == "label":
+        from dft.evaluate.labels import label_cli
+
+        return label_cli(args.path, args.out, cfg)
+    if args.command == "report":
+        if args.run:
+            cfg.run.uri = args.run
+        run_stages(cfg, ["report"], force=True)
+        return 0
+    if args.command in ("run", "demo"):
+        run_stages(cfg, STAGES, force=args.force)
+        return 0
+    stage_list = {"evaluate": ["evaluate", "report"]}.get(args.command, [args.command])
+    if _stage_fn(args.command) is None:
+        console.print(f"[yellow]'dft {args.command}' is not built yet in this version of dft.[/yellow]")
+        return 1
+    run_stages(cfg, stage_list, force=args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""The one place that connects to Ray.
+
+``ray.address`` in the config, else ``RAY_ADDRESS`` (a cluster, or a local ``ray start --head``),
+else an embedded local Ray sized to the machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def connect(ray_cfg=None):
+    """Connect once per process; returns the Ray context. Safe to call again."""
+    import ray
+
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    address = getattr(ray_cfg, "address", None) or os.environ.get("RAY_ADDRESS")
+    # Our library code lives in the driver's working tree; ship the environment to workers only on clusters.
+    kwargs: dict = {"log_to_driver": True, "logging_level": logging.WARNING}
+    env_vars = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+    if env_vars:
+        kwargs["runtime_env"] = {"env_vars": env_vars}
+    if address:
+        log.info("connecting to Ray at %s", address)
+        ctx = ray.init(address=address, **kwargs)
+    else:
+        num_cpus = getattr(ray_cfg, "num_cpus", None) or os.cpu_count() or 1
+        kwargs.update(
+            num_cpus=num_cpus,
+            include_dashboard=bool(getattr(ray_cfg, "include_dashboard", False)),
+        )
+        if getattr(ray_cfg, "num_gpus", None) is not None:
+            kwargs["num_gpus"] = ray_cfg.num_gpus
+        if getattr(ray_cfg, "object_store_memory", None):
+            kwargs["object_store_memory"] = ray_cfg.object_store_memory
+        log.info("starting an embedded local Ray with %s CPUs", num_cpus)
+        ctx = ray.init(**kwargs)
+    dashboard = getattr(ctx, "dashboard_url", None)
+    if dashboard:
+        log.info("Ray dashboard: http://%s", dashboard)
+    return ray.get_runtime_context()
+
+
+# Variables workers need to see the same world as the driver (offline hub, S3 endpoint, caches, fault
+# switches). Never credentials: workers take theirs from their own environment or instance role.
+_FORWARDED_ENV = (
+    "HF_HUB_OFFLINE",
+    "HF_HOME",
+    "DFT_CACHE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "DFT_FAULT_INJECT",
+    "DS_ACCELERATOR",
+    "TORCH_EXTENSIONS_DIR",
+)
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

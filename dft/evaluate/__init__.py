@@ -1,0 +1,1 @@
+"""Evaluation: attribute readers, fairness metrics, curation and the report."""

@@ -1,0 +1,1 @@
+"""Model sources: hub ids, local folders, s3:// folders and built-in tiny models."""

@@ -1,0 +1,1 @@
+"""The combinatorial prompt table and the neutral evaluation prompts."""

@@ -1,0 +1,134 @@
+"""A run is a folder (local or s3://) with a fixed layout; finished stages leave a marker.
+
+    RUN/prompts/      the prompt table (Parquet)          RUN/models/finetuned/  exported pipeline
+    RUN/synthetic/    generated shards + manifest         RUN/eval/              eval images, labels, metrics
+    RUN/curated/      the curated keep-list or shards     RUN/report/            index.html, report.md, charts
+    RUN/checkpoints/  Ray Train checkpoints               RUN/_stages/NAME.json  stage markers
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from dft import storage
+
+log = logging.getLogger(__name__)
+
+LAYOUT = ("prompts", "synthetic", "curated", "checkpoints", "models", "eval", "report")
+
+
+class StageConfigChanged(RuntimeError):
+    """A finished stage's config differs from the current one; re-running needs --force."""
+
+
+@dataclass
+class Run:
+    uri: str
+
+    def __post_init__(self):
+        self.uri = storage.normalize(self.uri)
+
+    def path(self, *parts: str) -> str:
+        return storage.join(self.uri, *parts)
+
+    @property
+    def prompts(self) -> str:
+        return self.path("prompts")
+
+    @property
+    def synthetic(self) -> str:
+        return self.path("synthetic")
+
+    @property
+    def curated(self) -> str:
+        return self.path("curated")
+
+    @property
+    def checkpoints(self) -> str:
+        return self.path("checkpoints")
+
+    @property
+    def finetuned_model(self) -> str:
+        return self.path("models", "finetuned")
+
+    @property
+    def eval(self) -> str:
+        return self.path("eval")
+
+    @property
+    def report(self) -> str:
+        return self.path("report")
+
+    def marker_uri(self, stage: str) -> str:
+        return self.path("_stages", f"{stage}.json")
+
+    def marker(self, stage: str) -> dict[str, Any] | None:
+        uri = self.marker_uri(stage)
+        return storage.read_json(uri) if storage.exists(uri) else None
+
+    def write_marker(self, stage: str, config_hash: str, counts: dict[str, Any], config: dict | None = None) -> None:
+        storage.write_json(
+            self.marker_uri(stage),
+            {
+                "stage": stage,
+                "config_hash": config_hash,
+                "counts": counts,
+                "config": config or {},
+                "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            },
+        )
+
+    def clear_marker(self, stage: str) -> None:
+        storage.remove(self.marker_uri(stage))
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+@dataclass
+class StageResult:
+    stage: str
+    skipped: bool
+    counts: dict[str, Any]
+
+
+def run_stage(
+    run: Run,
+    stage: str,
+    config_hash: str,
+    config: dict,
+    work: Callable[[], dict[str, Any]],
+    force: bool = False,
+) -> StageResult:
+    """Run ``work`` unless the stage already finished with the same config.
+
+    A finished stage with the same config hash is a no-op; with a different one it raises
+    StageConfigChanged listing what changed, unless ``force`` (then it re-runs). ``work`` returns
+    the counts recorded in the marker, which is written last."""
+    done = run.marker(stage)
+    if done and not force:
+        if done.get("config_hash") == config_hash:
+            log.info("stage %s already finished (config %s): nothing to do", stage, config_hash)
+            return StageResult(stage, True, done.get("counts", {}))
+        changes = _diff(done.get("config", {}), config) or ["(config hash differs)"]
+        raise StageConfigChanged(
+            f"stage {stage!r} finished earlier in {run.uri} with another config; changed: "
+            + "; ".join(changes)
+            + ". Re-run with --force to redo it (its outputs are replaced)."
+        )
+    if done and force:
+        run.clear_marker(stage)
+    counts = work()
+    run.write_marker(stage, config_hash, counts, config)
+    return StageResult(stage, False, counts)

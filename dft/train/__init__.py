@@ -1,0 +1,1 @@
+"""Fine-tuning: pure torch training code, a DeepSpeed engine, and a Ray Train adapter."""

@@ -1,0 +1,65 @@
+"""Config of the fine-tuning stage."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from dft.config.base import Section
+
+
+class LoraConfig(Section):
+    rank: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: float = Field(8.0, gt=0, description="LoRA alpha.")
+    targets: list[str] = Field(
+        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"], description="Module names to adapt."
+    )
+    text_encoder: bool = Field(False, description="Also adapt the text encoder.")
+    merge_on_export: bool = Field(True, description="Merge adapters into the exported UNet.")
+
+
+class TrainConfig(Section):
+    data_format: Literal["webdataset", "parquet"] = Field("parquet", description="Which shards to read.")
+    data_uri: str | None = Field(None, description="Shards to train on (default: the run's synthetic/ or curated/).")
+    use_curated: bool = Field(False, description="Read the curated set instead of all synthetic images.")
+    resolution: int | None = Field(None, ge=8, multiple_of=8, description="Training resolution (default: model's).")
+    caption_policy: Literal["prompt", "attribute_dropout", "neutral"] = Field(
+        "attribute_dropout", description="Caption for each image."
+    )
+    attribute_dropout: float = Field(0.5, ge=0.0, le=1.0, description="Probability of the neutral caption.")
+    precompute_latents: bool = Field(False, description="Encode VAE latents in a Ray Data actor pool first.")
+    trainable: Literal["unet", "lora"] = Field("unet", description="Full UNet or LoRA adapters.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train_vae: bool = Field(False, description="Also train the VAE (reconstruction loss); only for the demo world.")
+    prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
+        "auto", description="'auto' follows the scheduler config."
+    )
+    snr_gamma: float | None = Field(None, gt=0, description="Min-SNR-gamma weighting (e.g. 5.0).")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA decay of trained weights.")
+    gradient_checkpointing: bool = Field(False)
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    max_steps: int = Field(100, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(8, ge=1, description="Samples per worker per micro-step.")
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    num_workers: int = Field(1, ge=1, description="Ray Train workers.")
+    use_gpu: bool | Literal["auto"] = Field("auto")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage.")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="'auto': bf16 on GPU, fp32 on CPU.")
+    checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (latest K).")
+    max_failures: int = Field(3, ge=-1, description="Worker-group restarts Ray Train may do (-1: unlimited).")
+    log_every: int = Field(10, ge=1)
+    mlflow_tracking_uri: str | None = Field(None)
+    seed: int = Field(0, ge=0)
+    fault_inject_step: int | None = Field(None, ge=1, description="Test switch: a worker raises once at this step.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.precision == "fp16" and self.use_gpu is False:
+            raise ValueError("train.precision fp16 needs a GPU; got use_gpu=False")
+        return self
