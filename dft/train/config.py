@@ -31,7 +31,7 @@ class TrainConfig(Section):
     precompute_latents: bool = Field(False, description="Encode VAE latents in a Ray Data actor pool first.")
     trainable: Literal["unet", "lora"] = Field("unet", description="Full UNet or LoRA adapters.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
-    train_vae: bool = Field(False, description="Also train the VAE (reconstruction loss); only for the demo world.")
+    train_text_encoder: bool = Field(False, description="Also train the full text encoder (LoRA: see lora.text_encoder).")
     prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", description="'auto' follows the scheduler config."
     )
