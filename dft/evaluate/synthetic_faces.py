@@ -1,0 +1,80 @@
+"""Face-like test images painted with a known skin colour, for tests and the benchmark.
+
+The painting is just realistic enough for OpenCV's frontal-face Haar cascade: an oval of skin with
+darker brows and eyes above lighter cheeks, a nose shadow, a mouth and hair. ``lighting`` scales
+light in linear sRGB (an exposure change), ``side_light`` adds a left-to-right gradient, ``noise``
+adds Gaussian sensor noise (standard deviation in 8-bit levels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dft.evaluate.skin_tone import srgb_to_linear
+
+
+def _to_srgb(lin: np.ndarray) -> np.ndarray:
+    lin = np.clip(lin, 0.0, 1.0)
+    return np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+
+
+def paint_face(
+    skin_rgb,
+    size: int = 128,
+    lighting: float = 1.0,
+    side_light: float = 0.0,
+    noise: float = 0.0,
+    background=(90, 110, 140),
+    hair=(30, 22, 18),
+    seed: int = 0,
+    jitter: float = 0.0,
+) -> np.ndarray:
+    """A ``[size, size, 3]`` uint8 image of a frontal face whose skin is ``skin_rgb``."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    s = size / 128.0
+    dx, dy = (rng.uniform(-jitter, jitter, 2) * size) if jitter else (0.0, 0.0)
+    cx, cy = int(64 * s + dx), int(68 * s + dy)
+    img = np.empty((size, size, 3), np.uint8)
+    img[:] = background
+    skin = tuple(int(c) for c in skin_rgb)
+    darker = tuple(int(c * 0.55) for c in skin_rgb)
+    socket = tuple(int(c * 0.5) for c in skin_rgb)
+
+    def P(x, y):  # face-relative coordinates in the 128-px design
+        return (int(cx + x * s), int(cy + y * s))
+
+    def A(a, b):
+        return (max(1, int(a * s)), max(1, int(b * s)))
+
+    cv2.ellipse(img, P(0, -14), A(40, 44), 0, 180, 360, hair, -1)  # hair cap
+    cv2.rectangle(img, P(-40, -14), P(40, 10), hair, -1)
+    cv2.ellipse(img, P(0, 4), A(33, 44), 0, 0, 360, skin, -1)  # face oval
+    for side in (-1, 1):
+        cv2.ellipse(img, P(side * 14, -7), A(11, 8), 0, 0, 360, socket, -1)  # eye socket shadow
+        cv2.ellipse(img, P(side * 14, -14), A(10, 3), 0, 0, 360, (20, 16, 14), -1)  # brow
+        cv2.ellipse(img, P(side * 14, -5), A(6, 2.5), 0, 0, 360, (150, 145, 140), -1)  # eye white
+        cv2.circle(img, P(side * 14, -5), max(1, int(3 * s)), (15, 12, 10), -1)  # iris
+        cv2.ellipse(img, P(side * 4, 10), A(3, 7), 0, 0, 360, darker, -1)  # nose sides
+    cv2.ellipse(img, P(0, 26), A(12, 4), 0, 0, 360, (120, 40, 45), -1)  # mouth
+    img = cv2.GaussianBlur(img, (0, 0), 1.0 * s)
+
+    lin = srgb_to_linear(img.astype(np.float64) / 255.0) * lighting
+    if side_light:
+        ramp = np.linspace(1.0 - side_light, 1.0 + side_light, size)[None, :, None]
+        lin = lin * ramp
+    out = _to_srgb(lin) * 255.0
+    if noise:
+        out = out + rng.normal(0.0, noise, out.shape)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def paint_no_face(size: int = 128, seed: int = 0) -> np.ndarray:
+    """A smooth random landscape-like image with no face in it."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    img = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+    return img
