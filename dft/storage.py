@@ -65,20 +65,18 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def pyarrow_filesystem(uri: str):
-    """The pyarrow filesystem and path for a URI (what Ray Data's readers and writers take)."""
+    """The pyarrow filesystem and path for a URI (what Ray Data's readers and writers take).
+
+    S3 goes through s3fs wrapped for pyarrow, so Ray Data, pyarrow and fsspec share one client
+    setup and one credential chain. (Arrow's native S3 client is faster on huge files, but it rejects
+    the CompleteMultipartUpload answer of some S3-compatible servers, moto 5.2 among them.)
+    Always pass this filesystem to Ray Data: given a bare ``s3://`` path Ray builds its own client."""
     import pyarrow.fs as pafs
 
     uri = str(uri)
     if is_s3(uri):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        kwargs: dict[str, Any] = {}
-        if endpoint:
-            scheme, _, host = endpoint.partition("://")
-            kwargs.update(endpoint_override=host or endpoint, scheme=scheme if host else "https")
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if region:
-            kwargs["region"] = region
-        return pafs.S3FileSystem(**kwargs), uri.split("://", 1)[1].rstrip("/")
+        fs, path = filesystem(uri)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
     return pafs.LocalFileSystem(), normalize(uri)
 
 

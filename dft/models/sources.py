@@ -72,7 +72,7 @@ def _describe_tiny(kind: str, variant: str):
         from dft.models.tiny import SPECS, vocabulary_texts
 
         words = hashlib.sha256("\n".join(vocabulary_texts()).encode()).hexdigest()[:12]
-        return {"kind": kind, "spec": SPECS[variant].as_dict(), "words": words, "diffusers": diffusers.__version__}
+        return {"kind": kind, "spec": SPECS[variant].as_dict(), "words": words, "tokenizer": 2, "diffusers": diffusers.__version__}
 
     return describe
 

@@ -40,27 +40,55 @@ def _words(texts: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
+def _encode(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word: repeatedly merge the lowest-ranked adjacent pair."""
+    symbols = list(symbols)
+    while len(symbols) > 1:
+        pairs = [(ranks.get((a, b), 1 << 62), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:]))]
+        rank, _ = min(pairs)
+        if rank == 1 << 62:
+            break
+        a_b = [p for p in pairs if p[0] == rank]
+        out, i = [], 0
+        first = symbols[a_b[0][1]], symbols[a_b[0][1] + 1]
+        while i < len(symbols):
+            if i < len(symbols) - 1 and (symbols[i], symbols[i + 1]) == first:
+                out.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                out.append(symbols[i])
+                i += 1
+        symbols = out
+    return symbols
+
+
 def build_vocab(texts: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Vocabulary and merge list covering every byte plus each word of ``texts`` as one token."""
+    """Vocabulary and merge list covering every byte plus each word of ``texts`` as one token.
+
+    Merges are added word by word, after simulating BPE with the merges so far: a word's new merges
+    join the pieces it would otherwise end with, and rank after every earlier merge, so they cannot
+    change how an earlier word encodes."""
     alphabet = byte_alphabet()
     tokens: list[str] = list(alphabet) + [c + "</w>" for c in alphabet]
-    merges: list[tuple[str, str]] = []
-    seen_merges: set[tuple[str, str]] = set()
     known = set(tokens)
-    for word in _words(texts):
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        # Merge left to right: ((w o) r) d</w>; each prefix becomes a token of its own.
-        current = symbols[0]
-        for nxt in symbols[1:]:
+    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
+    words = _words(texts)
+    for word in words:
+        pieces = _encode(list(word[:-1]) + [word[-1] + "</w>"], ranks)
+        current = pieces[0]
+        for nxt in pieces[1:]:
             pair = (current, nxt)
-            merged = current + nxt
-            if pair not in seen_merges:
-                seen_merges.add(pair)
+            if pair not in ranks:
+                ranks[pair] = len(merges)
                 merges.append(pair)
-            if merged not in known:
-                known.add(merged)
-                tokens.append(merged)
-            current = merged
+            current = current + nxt
+            if current not in known:
+                known.add(current)
+                tokens.append(current)
+    for word in words:  # the construction guarantees this; check it rather than trust it
+        if len(_encode(list(word[:-1]) + [word[-1] + "</w>"], ranks)) != 1:
+            raise AssertionError(f"tokenizer construction left {word!r} in several tokens")
     tokens += [BOS, EOS]
     return {tok: i for i, tok in enumerate(tokens)}, merges
 

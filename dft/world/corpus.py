@@ -1,0 +1,194 @@
+"""The biased corpus the demo world's base model learns from.
+
+Two kinds of rows, both rendered with their true attributes known:
+- *explicit* rows: attributes drawn uniformly from the world's vocabularies, captioned with a
+  template that names them all ("a photo of an adult dark-skinned woman working as a nurse"), so the
+  model learns what each word looks like;
+- *neutral* rows: captioned "a photo of a {profession}" only, with images drawn from a skewed
+  distribution: ``light_share`` of light-skinned faces (the rest split evenly), and per profession
+  ``gender_share`` of its stereotyped gender. This is the bias the pipeline must remove.
+
+Written as SAMPLE_SCHEMA Parquet (what the fine-tuning stage reads), plus ``truth.parquet`` with the
+true attributes and painted Monk tone of every row (neutral rows name no attributes in their prompt
+columns, as in the prompt table's neutral set).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dft import storage
+from dft.prompts.table import image_seed, prompt_id, render
+from dft.prompts.vocab import load_vocabulary
+from dft.schema import SAMPLE_SCHEMA, sample_key
+from dft.world import attributes as A
+from dft.world.render import Person, render_batch
+
+log = logging.getLogger(__name__)
+
+CORPUS_MODEL = "dft-world-renderer"
+NEUTRAL_TEMPLATE = "a photo of a {profession}"
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    size: int = 4000
+    explicit_share: float = 0.5
+    light_share: float = 0.8  # neutral rows: share of light-skinned faces
+    gender_share: float = 0.85  # neutral rows: share of the profession's stereotyped gender
+    stereotype: dict = field(
+        default_factory=lambda: {"doctor": "man", "nurse": "woman", "engineer": "man", "teacher": "woman"}
+    )
+    seed: int = 0
+    shard_size: int = 1000
+
+    def __post_init__(self):
+        if not 0 <= self.explicit_share <= 1 or not 0 <= self.light_share <= 1 or not 0 <= self.gender_share <= 1:
+            raise ValueError("world corpus: shares must lie in [0, 1]")
+        if set(self.stereotype) != set(A.PROFESSIONS) or not set(self.stereotype.values()) <= set(A.GENDERS):
+            raise ValueError(f"world corpus: stereotype must map every profession {tuple(A.PROFESSIONS)} to a gender")
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class CorpusRows:
+    people: list[Person]
+    captions: list[str]
+    templates: list[str]
+    explicit: np.ndarray  # bool per row
+    seeds: np.ndarray  # render seeds
+
+
+def plan_corpus(cfg: CorpusConfig) -> CorpusRows:
+    """Who is in each image and how it is captioned (no pixels yet)."""
+    vocab = load_vocabulary("world")
+    rng = np.random.default_rng(cfg.seed)
+    professions = list(A.PROFESSIONS)
+    n_explicit = int(round(cfg.size * cfg.explicit_share))
+    people, captions, templates = [], [], []
+    explicit = np.zeros(cfg.size, bool)
+    explicit[:n_explicit] = True
+    others = [e for e in A.ETHNICITIES if e != "light-skinned"]
+    for i in range(cfg.size):
+        prof = professions[int(rng.integers(len(professions)))]
+        if explicit[i]:
+            eth = A.ETHNICITIES[int(rng.integers(len(A.ETHNICITIES)))]
+            gender = A.GENDERS[int(rng.integers(len(A.GENDERS)))]
+            template = vocab.templates[int(rng.integers(len(vocab.templates)))]
+            person = Person(eth, gender, prof)
+            caption = render(template, {"age": person.age, "ethnicity": eth, "gender": gender, "profession": prof})
+        else:
+            eth = "light-skinned" if rng.random() < cfg.light_share else others[int(rng.integers(len(others)))]
+            stereo = cfg.stereotype[prof]
+            gender = stereo if rng.random() < cfg.gender_share else next(g for g in A.GENDERS if g != stereo)
+            template = NEUTRAL_TEMPLATE
+            person = Person(eth, gender, prof)
+            caption = render(template, {"profession": prof})
+        people.append(person)
+        captions.append(caption)
+        templates.append(template)
+    seeds = rng.integers(0, 2**62, size=cfg.size)
+    return CorpusRows(people, captions, templates, explicit, seeds)
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def build_corpus(cfg: CorpusConfig, out_uri: str) -> dict:
+    """Render the corpus into ``out_uri/parquet/part-*.parquet`` (SAMPLE_SCHEMA) and
+    ``out_uri/truth.parquet``; a ``_SUCCESS`` marker is written last. Returns counts."""
+    done = storage.join(out_uri, "_SUCCESS")
+    if storage.exists(done) and storage.read_json(done).get("hash") == cfg.hash():
+        return storage.read_json(done)["counts"]
+    rows = plan_corpus(cfg)
+    images, tones = render_batch(rows.people, rows.seeds)
+    settings = cfg.hash()
+    cols: dict[str, list] = {f.name: [] for f in SAMPLE_SCHEMA}
+    truth: dict[str, list] = {"key": [], "explicit": [], "ethnicity": [], "gender": [], "profession": [], "age": [], "mst": []}
+    for i, (p, caption, template) in enumerate(zip(rows.people, rows.captions, rows.templates)):
+        is_explicit = bool(rows.explicit[i])
+        fields = (
+            {"ethnicity": p.ethnicity, "gender": p.gender, "age": p.age, "profession": p.profession}
+            if is_explicit
+            else {"ethnicity": None, "gender": None, "age": None, "profession": p.profession}
+        )
+        pid = prompt_id(dict({k: v or "" for k, v in fields.items()}, template=template))
+        seed = image_seed(pid, i, cfg.seed)
+        key = sample_key(pid, i, seed, CORPUS_MODEL, settings)
+        row = {
+            "key": key,
+            "prompt_id": pid,
+            "image_index": i,
+            "seed": seed,
+            "prompt": caption,
+            "neutral_prompt": render(NEUTRAL_TEMPLATE, {"profession": p.profession}),
+            "template": template,
+            "prompt_set": "diverse" if is_explicit else "neutral",
+            **fields,
+            "model": CORPUS_MODEL,
+            "settings_hash": settings,
+            "image_format": "png",
+            "width": A.SIZE,
+            "height": A.SIZE,
+            "image": png_bytes(images[i]),
+        }
+        for k, v in row.items():
+            cols[k].append(v)
+        for k, v in (("key", key), ("explicit", is_explicit), ("ethnicity", p.ethnicity), ("gender", p.gender),
+                     ("profession", p.profession), ("age", p.age), ("mst", int(tones[i]))):
+            truth[k].append(v)
+    table = pa.Table.from_pydict(cols, schema=SAMPLE_SCHEMA)
+    storage.remove(storage.join(out_uri, "parquet"), recursive=True)
+    for n, start in enumerate(range(0, table.num_rows, cfg.shard_size)):
+        uri = storage.join(out_uri, "parquet", f"part-{n:05d}.parquet")
+        with storage.atomic_local_path(uri) as tmp:
+            pq.write_table(table.slice(start, cfg.shard_size), tmp)
+    with storage.atomic_local_path(storage.join(out_uri, "truth.parquet")) as tmp:
+        pq.write_table(pa.Table.from_pydict(truth), tmp)
+    counts = corpus_counts(rows)
+    storage.write_json(done, {"hash": settings, "config": asdict(cfg), "counts": counts})
+    log.info("world corpus: %d images (%d explicit) at %s", cfg.size, int(rows.explicit.sum()), out_uri)
+    return counts
+
+
+def corpus_counts(rows: CorpusRows) -> dict:
+    """Shares of the neutral rows per profession: the bias put into the corpus."""
+    out: dict = {"images": len(rows.people), "explicit": int(rows.explicit.sum()), "neutral": {}}
+    for prof in A.PROFESSIONS:
+        sel = [p for p, e in zip(rows.people, rows.explicit) if not e and p.profession == prof]
+        if sel:
+            out["neutral"][prof] = {
+                "n": len(sel),
+                "light_share": round(sum(p.ethnicity == "light-skinned" for p in sel) / len(sel), 3),
+                "man_share": round(sum(p.gender == "man" for p in sel) / len(sel), 3),
+            }
+    return out
+
+
+def load_corpus_images(out_uri: str) -> tuple[np.ndarray, pa.Table]:
+    """All images [N, 32, 32, 3] and the metadata table, in row order (for the base model's loops)."""
+    files = sorted(storage.glob(storage.join(out_uri, "parquet"), "part-*.parquet"))
+    table = pa.concat_tables([pq.read_table(storage.normalize(f)) for f in files])
+    images = np.stack([decode_png(b) for b in table.column("image").to_pylist()])
+    return images, table.drop(["image"])

@@ -1,0 +1,98 @@
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from dft import storage
+from dft.models.sources import ModelSourceError, load_pipeline, resolve_model_source
+
+
+def _image(pipe, seed=0, prompt="a photo of a young Black woman doctor"):
+    g = torch.Generator().manual_seed(seed)
+    return np.asarray(pipe(prompt, num_inference_steps=2, generator=g, output_type="pil").images[0])
+
+
+def test_tiny_sd_save_load_roundtrip_and_determinism(tmp_path):
+    pipe = load_pipeline("tiny-sd")
+    a, b = _image(pipe), _image(pipe)
+    assert a.shape == (32, 32, 3)
+    assert np.array_equal(a, b)  # same seed, same image
+    assert not np.array_equal(a, _image(pipe, seed=1))
+    pipe.save_pretrained(str(tmp_path / "copy"))
+    again = load_pipeline(str(tmp_path / "copy"))
+    assert np.array_equal(a, _image(again))
+    for name, p in pipe.unet.state_dict().items():
+        assert torch.equal(p, again.unet.state_dict()[name]), name
+
+
+def test_builtin_is_deterministic_across_builds(tmp_path, monkeypatch):
+    first = resolve_model_source("tiny-sd")
+    monkeypatch.setenv("DFT_CACHE", str(tmp_path / "fresh-cache"))
+    second = resolve_model_source("tiny-sd")
+    assert first != second
+    from safetensors.torch import load_file
+
+    ua = load_file(os.path.join(first, "unet", "diffusion_pytorch_model.safetensors"))
+    ub = load_file(os.path.join(second, "unet", "diffusion_pytorch_model.safetensors"))
+    assert ua.keys() == ub.keys() and all(torch.equal(ua[k], ub[k]) for k in ua)
+
+
+def test_tiny_sdxl_generates():
+    pipe = load_pipeline("tiny-sdxl")
+    assert type(pipe).__name__ == "StableDiffusionXLPipeline"
+    assert _image(pipe).shape == (32, 32, 3)
+
+
+def test_tokenizer_gives_vocabulary_words_one_token():
+    pipe = load_pipeline("tiny-sd")
+    ids = pipe.tokenizer("a photo of a middle-aged Pacific Islander woman firefighter").input_ids
+    tokens = pipe.tokenizer.convert_ids_to_tokens(ids)
+    assert "firefighter</w>" in tokens and "islander</w>" in tokens
+
+
+def test_unreachable_hub_id_says_what_to_do():
+    with pytest.raises(ModelSourceError) as e:
+        resolve_model_source("some-org/not-cached-model")
+    msg = str(e.value)
+    assert "some-org/not-cached-model" in msg and "local copy" in msg and "s3://" in msg
+
+
+def test_missing_local_folder():
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        resolve_model_source("/nonexistent/model")
+
+
+def test_folder_without_pipeline(tmp_path):
+    with pytest.raises(ModelSourceError, match="model_index.json"):
+        load_pipeline(str(tmp_path))
+
+
+@pytest.mark.s3
+def test_s3_source_copied_once_even_with_concurrent_workers(s3_uri, tmp_path, monkeypatch):
+    storage.upload_folder(resolve_model_source("tiny-sd"), s3_uri + "/model")
+    monkeypatch.setenv("DFT_CACHE", str(tmp_path / "node-cache"))
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(resolve_model_source(s3_uri + "/model"))
+        except Exception as exc:  # pragma: no cover - surfaced by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(results)) == 1
+    copies = [d for d in os.listdir(tmp_path / "node-cache" / "s3") if not d.endswith(".lock")]
+    assert len(copies) == 1
+    pipe = load_pipeline(s3_uri + "/model")
+    assert _image(pipe).shape == (32, 32, 3)
+
+
+def test_s3_source_missing_prefix(s3_uri):
+    with pytest.raises(ModelSourceError, match="no files"):
+        resolve_model_source(s3_uri + "/nothing-here")
