@@ -170,34 +170,28 @@ def neutral_table(
 
 
 def write_table(batches: Iterator[pa.RecordBatch], folder_uri: str, rows_per_file: int = 262_144) -> list[str]:
-    """Stream record batches into ``part-NNNNN.parquet`` files of at most about ``rows_per_file``
-    rows (so Ray Data reads them in parallel). Each file appears whole or not at all."""
+    """Stream record batches into ``part-NNNNN.parquet`` files of about ``rows_per_file`` rows (so
+    Ray Data reads them in parallel). Batches go to disk as they come; each file appears whole."""
+    import contextlib
+
     import pyarrow.parquet as pq
 
     from dft import storage
 
     files: list[str] = []
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-
-    def flush() -> None:
-        nonlocal pending, pending_rows
-        if not pending:
-            return
+    batches = iter(batches)
+    batch = next(batches, None)
+    while batch is not None:
         uri = storage.join(folder_uri, f"part-{len(files):05d}.parquet")
-        with storage.atomic_local_path(uri) as tmp:
-            with pq.ParquetWriter(tmp, PROMPT_SCHEMA, compression="zstd") as writer:
-                for b in pending:
-                    writer.write_batch(b)
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(storage.atomic_local_path(uri))
+            writer = stack.enter_context(pq.ParquetWriter(tmp, PROMPT_SCHEMA, compression="zstd"))
+            rows = 0
+            while batch is not None and (rows == 0 or rows + batch.num_rows <= rows_per_file):
+                writer.write_batch(batch)
+                rows += batch.num_rows
+                batch = next(batches, None)
         files.append(uri)
-        pending, pending_rows = [], 0
-
-    for batch in batches:
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        if pending_rows >= rows_per_file:
-            flush()
-    flush()
     return files
 
 

@@ -1,0 +1,31 @@
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_connect_reuses_running_session(ray_session):
+    from dft.cluster import connect
+
+    ctx = connect(None)
+    assert ray_session.is_initialized()
+    assert ctx.get_node_id() == ray_session.get_runtime_context().get_node_id()
+    assert ray_session.cluster_resources()["CPU"] >= 1
+
+
+def test_connect_embedded_then_address(monkeypatch, tmp_path):
+    """An embedded Ray when nothing is set; RAY_ADDRESS reaches an existing one."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, ray, logging; logging.basicConfig(level=logging.INFO)\n"
+        "from dft.cluster import connect\n"
+        "from dft.config.schema import RaySection\n"
+        "connect(RaySection(num_cpus=1))\n"
+        "print('CPUS', ray.cluster_resources()['CPU'])\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "CPUS 1.0" in res.stdout
+    assert "embedded local Ray with 1 CPUs" in res.stderr
