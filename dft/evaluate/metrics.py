@@ -113,8 +113,16 @@ def interval(draws: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, n
         if np.all(np.isnan(draws)):
             nan = np.full(draws.shape[1:], np.nan)
             return nan, nan
-        lo, hi = np.nanquantile(draws, [a, 1.0 - a], axis=0)
+        if np.isnan(draws).any():
+            lo, hi = np.nanquantile(draws, [a, 1.0 - a], axis=0)  # slow path: per column
+        else:
+            lo, hi = np.quantile(draws, [a, 1.0 - a], axis=0)
     return lo, hi
+
+
+def _scalar_interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
+    lo, hi = interval(np.asarray(draws, dtype=np.float64)[:, None], confidence)
+    return float(lo[0]), float(hi[0])
 
 
 def score_counts(counts: np.ndarray, bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
@@ -139,10 +147,10 @@ def score_counts(counts: np.ndarray, bootstrap: int = 1000, seed: int = 0, confi
         boot = bootstrap_counts(counts, bootstrap, rng)
         bm = metrics_from_shares(shares(boot))  # each (B, P)
         out["draws"] = {m: prompt_mean(v) for m, v in bm.items()}
-        out["mean_ci"] = {m: tuple(float(x) for x in interval(out["draws"][m][:, None], confidence)) for m in bm}
+        out["mean_ci"] = {m: _scalar_interval(out["draws"][m], confidence) for m in bm}
         out["per_prompt_ci"] = {m: interval(v, confidence) for m, v in bm.items()}
         rate = boot[..., -1].sum(axis=-1) / np.maximum(boot.sum(axis=(-1, -2)), 1)
-        out["unreadable_rate_ci"] = tuple(float(x) for x in interval(rate[:, None], confidence))
+        out["unreadable_rate_ci"] = _scalar_interval(rate, confidence)
     return out
 
 
@@ -179,9 +187,9 @@ def compare(base: dict, other: dict, confidence: float = 0.95) -> dict:
         }
         db, do = base.get("draws", {}).get(m), other.get("draws", {}).get(m)
         if db is not None and do is not None and len(db) == len(do) and len(db):
-            lo, hi = interval((do - db)[:, None], confidence)
-            row["change_ci"] = (float(lo[0]), float(hi[0]))
+            lo, hi = _scalar_interval(do - db, confidence)
+            row["change_ci"] = (lo, hi)
             # The change is called significant when its interval excludes zero.
-            row["significant"] = bool(lo[0] > 0 or hi[0] < 0)
+            row["significant"] = bool(lo > 0 or hi < 0)
         out[m] = row
     return out
