@@ -38,8 +38,11 @@ class GenerateConfig(Section):
         0.0, ge=0.0, le=1.0, description="Job fails when failed rows exceed this share of rows."
     )
     row_retries: int = Field(2, ge=0, description="Retries of a failing row inside an actor.")
+    actor_max_restarts: int = Field(
+        3, ge=0, description="A dead actor is restarted and its batch redone up to this many times."
+    )
     fault_inject_crash_after: int | None = Field(
-        None, ge=1, description="Test switch: an actor exits after this many batches (once per run)."
+        None, ge=1, description="Test switch: an actor exits after this many batches (once per output folder)."
     )
 
     @model_validator(mode="after")

@@ -42,9 +42,6 @@ SCHEDULERS = {
     "lms": "LMSDiscreteScheduler",
 }
 
-FILE_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-
-
 def settings_dict(cfg: GenerateConfig) -> dict[str, Any]:
     """What decides an image besides the model and the row. Hashed into every sample key.
 
@@ -106,6 +103,18 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
+def _quiet_progress_bars() -> None:
+    """Loading bars from every actor interleave into noise on the driver; our own progress is per shard."""
+    try:
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+
+
 class ImageGenerator:
     """Loads a pipeline once; ``__call__`` turns a batch of prompt rows into sample rows.
 
@@ -129,6 +138,7 @@ class ImageGenerator:
         self.settings_hash = settings_hash(cfg)
         self.device, self.dtype = resolve_device_dtype(cfg)
         self._fail_seeds = {int(s) for s in inject_row_failures}
+        _quiet_progress_bars()
         t0 = time.perf_counter()
         self.pipe = load_pipeline(model_source, dtype=self.dtype, device=self.device, cache_dir=cache_dir)
         self._set_scheduler(cfg.scheduler)
