@@ -1,0 +1,75 @@
+"""The biased corpus: explicit captions match their images, neutral captions carry the configured skew."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from dft.schema import SAMPLE_SCHEMA
+from dft.world import attributes as A
+from dft.world.corpus import CorpusConfig, build_corpus, load_corpus_images
+from dft.world.reader import read_images
+from world_stub import skin_tone_fn
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("corpus"))
+    cfg = CorpusConfig(size=800, shard_size=300, seed=3)
+    counts = build_corpus(cfg, out)
+    return cfg, out, counts
+
+
+def test_schema_shards_and_idempotence(corpus):
+    cfg, out, counts = corpus
+    files = sorted((__import__("pathlib").Path(out) / "parquet").glob("part-*.parquet"))
+    assert len(files) == 3
+    assert pq.read_schema(files[0]).equals(SAMPLE_SCHEMA, check_metadata=False)
+    imgs, meta = load_corpus_images(out)
+    assert imgs.shape == (800, 32, 32, 3)
+    assert len(set(meta.column("key").to_pylist())) == 800
+    mtime = files[0].stat().st_mtime_ns
+    assert build_corpus(cfg, out) == counts  # second build: a no-op
+    assert files[0].stat().st_mtime_ns == mtime
+
+
+def test_explicit_captions_name_what_is_drawn(corpus):
+    _, out, _ = corpus
+    imgs, meta = load_corpus_images(out)
+    truth = pq.read_table(f"{out}/truth.parquet").to_pydict()
+    rows = meta.to_pylist()
+    readings = read_images(imgs, skin_tone_fn())
+    for row, r, eth, gender, prof, explicit in zip(
+        rows, readings, truth["ethnicity"], truth["gender"], truth["profession"], truth["explicit"]
+    ):
+        assert (r.ethnicity, r.gender, r.profession) == (eth, gender, prof)
+        if explicit:
+            assert row["prompt_set"] == "diverse"
+            assert (row["ethnicity"], row["gender"], row["profession"]) == (eth, gender, prof)
+            assert eth in row["prompt"] and f" {gender} " in f" {row['prompt'].replace(',', ' ')} " and prof in row["prompt"]
+        else:
+            assert row["prompt_set"] == "neutral" and row["ethnicity"] is None and row["gender"] is None
+            assert row["prompt"] == row["neutral_prompt"] and row["prompt"].endswith(prof)
+
+
+def test_neutral_rows_follow_the_configured_skew(corpus):
+    cfg, out, counts = corpus
+    truth = pq.read_table(f"{out}/truth.parquet").to_pydict()
+    explicit = np.array(truth["explicit"])
+    eth, gender, prof = (np.array(truth[k]) for k in ("ethnicity", "gender", "profession"))
+    neutral = ~explicit
+    assert abs(neutral.mean() - (1 - cfg.explicit_share)) < 0.01
+    light = np.mean(eth[neutral] == "light-skinned")
+    assert abs(light - cfg.light_share) < 0.06
+    stereo = np.mean([g == cfg.stereotype[p] for g, p in zip(gender[neutral], prof[neutral])])
+    assert abs(stereo - cfg.gender_share) < 0.06
+    # explicit rows are balanced
+    assert abs(np.mean(eth[explicit] == "light-skinned") - 1 / 3) < 0.07
+    assert abs(np.mean(gender[explicit] == "man") - 0.5) < 0.07
+    assert set(counts["neutral"]) == set(A.PROFESSIONS)
+
+
+def test_bad_config_refused():
+    with pytest.raises(ValueError, match="shares"):
+        CorpusConfig(light_share=1.5)
+    with pytest.raises(ValueError, match="stereotype"):
+        CorpusConfig(stereotype={"doctor": "man"})

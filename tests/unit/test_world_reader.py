@@ -1,0 +1,49 @@
+"""The demo world's reader recovers every attribute of clean renders, and refuses faceless images."""
+
+import itertools
+
+import numpy as np
+
+from dft.world import attributes as A
+from dft.world.reader import read_image, read_images
+from dft.world.render import Person, render_batch
+from world_stub import skin_tone_fn
+
+
+def _renders(n_each: int = 10, seed0: int = 1000):
+    people = [Person(*c) for c in itertools.product(A.ETHNICITIES, A.GENDERS, A.PROFESSIONS)] * n_each
+    imgs, tones = render_batch(people, np.arange(seed0, seed0 + len(people)))
+    return people, imgs, tones
+
+
+def test_reads_clean_renders_exactly():
+    people, imgs, tones = _renders()
+    readings = read_images(imgs, skin_tone_fn())
+    for attr in ("ethnicity", "gender", "profession"):
+        acc = np.mean([getattr(r, attr) == getattr(p, attr) for r, p in zip(readings, people)])
+        assert acc == 1.0, (attr, acc)
+    # The exact Monk tone (not only its group) is mostly right too: lighting moves it by at most one.
+    mst = np.array([r.mst for r in readings])
+    assert np.all(np.abs(mst - tones) <= 1)
+    assert np.mean(mst == tones) >= 0.8
+    assert all(r.reason is None for r in readings)
+
+
+def test_faceless_images_are_unreadable_not_guessed():
+    flat = np.zeros((32, 32, 3), np.uint8)
+    flat[:] = A.PROFESSIONS["nurse"]["background"]
+    r = read_image(flat, skin_tone_fn())
+    assert r.ethnicity is None and r.mst is None and "no face" in r.reason
+    assert r.profession == "nurse"
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert read_image(noise, skin_tone_fn()).ethnicity is None
+
+
+def test_robust_to_blur():
+    # Generated samples are softer than renders: a 3x3 box blur must not change what is read.
+    people, imgs, _ = _renders(n_each=3, seed0=5000)
+    pad = np.pad(imgs.astype(np.float32), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    blurred = sum(pad[:, dy : dy + 32, dx : dx + 32] for dy in range(3) for dx in range(3)) / 9
+    readings = read_images(np.rint(blurred).astype(np.uint8), skin_tone_fn())
+    for attr in ("ethnicity", "gender", "profession"):
+        assert np.mean([getattr(r, attr) == getattr(p, attr) for r, p in zip(readings, people)]) >= 0.98, attr
