@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -10,15 +10,35 @@ from dft.config.base import Section
 
 
 class ReaderConfig(Section):
-    kind: Literal["skin_tone", "clip", "vqa", "world"] = Field(..., description="Which reader.")
+    kind: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Which reader: skin_tone, clip, vqa, or a kind a plugin registers (e.g. world); "
+        "see dft.evaluate.readers.register_reader.",
+    )
+    module: str | None = Field(
+        None, description="Python module to import before looking the kind up (a plugin's registration)."
+    )
     attributes: list[str] = Field(default_factory=list, description="Attributes it reads (clip/vqa).")
     model: str | None = Field(None, description="Model source for clip/vqa readers ('tiny-clip', folder, s3://, hub id).")
     classes: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Per attribute: class -> text prompt (clip) or answer word (vqa)."
     )
     questions: dict[str, str] = Field(default_factory=dict, description="Per attribute: the VQA question.")
-    num_gpus: float = Field(0.0, ge=0)
+    vqa_mode: Literal["score", "generate"] = Field(
+        "score",
+        description="vqa: 'score' picks the class whose answer the model finds most likely; 'generate' "
+        "generates an answer and matches it to a class (no match: unreadable).",
+    )
+    min_confidence: float = Field(
+        0.0, ge=0.0, le=1.0, description="clip/vqa: below this probability of the top class, unreadable."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per reader actor (Ray Data).")
     batch_size: int = Field(16, ge=1)
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form settings for the reader (skin_tone: cascade, min_face...)."
+    )
 
 
 def _default_readers() -> list[ReaderConfig]:
@@ -43,9 +63,27 @@ class CurateConfig(Section):
     enabled: bool = Field(False)
     readers: list[ReaderConfig] = Field(default_factory=_default_readers)
     mode: Literal["filter", "keep_list"] = Field("filter")
+    expect: dict[str, dict[str, list[str]]] = Field(
+        default_factory=lambda: {"gender": {"man": ["man"], "woman": ["woman"]}},
+        description="Per perceived attribute: prompt value -> perceived groups that agree with it. An image "
+        "whose prompt value is listed and whose perceived group is not is dropped; the prompt column is the "
+        "attribute's own (gender, age, ethnicity) or prompt_column[attribute].",
+    )
+    prompt_column: dict[str, str] = Field(
+        default_factory=dict, description="Perceived attribute -> prompt column it is checked against (default: same name)."
+    )
+    skin_tone_by_prompt: dict[str, int] = Field(
+        default_factory=dict,
+        description="Prompt ethnicity value -> expected Monk tone (1-10); empty: skin tone is not checked. Only "
+        "sensible for vocabularies that name tones (the demo world), not for ethnicity terms.",
+    )
     skin_tone_tolerance: int = Field(2, ge=0, le=9, description="Allowed Monk-tone distance from the prompt's.")
+    drop_unreadable: bool = Field(False, description="Also drop images whose checked attributes are unreadable.")
+    num_actors: int = Field(1, ge=1)
 
 
 class ReportConfig(Section):
     contact_sheet_images: int = Field(16, ge=1, le=256)
     title: str = Field("dft fairness report")
+    thumb_size: int = Field(96, ge=16, le=512, description="Contact-sheet thumbnail side in pixels.")
+    max_prompts: int = Field(24, ge=1, description="Prompts shown with charts and contact sheets (the rest in tables).")
