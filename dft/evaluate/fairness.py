@@ -126,7 +126,7 @@ def _codes_and_names(col: pa.ChunkedArray | None, n: int, default: str) -> tuple
     enc = pc.dictionary_encode(_as_text(col)).combine_chunks()
     names = [default if v is None else str(v) for v in enc.dictionary.to_pylist()]
     idx = pc.fill_null(enc.indices, len(names)).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    if len(names) and idx.max(initial=0) >= len(names):
+    if n and idx.max(initial=0) >= len(names):  # nulls were filled with len(names)
         names.append(default)
     return idx, names
 
