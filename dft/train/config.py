@@ -29,6 +29,11 @@ class TrainConfig(Section):
     )
     attribute_dropout: float = Field(0.5, ge=0.0, le=1.0, description="Probability of the neutral caption.")
     precompute_latents: bool = Field(False, description="Encode VAE latents in a Ray Data actor pool first.")
+    latent_actors: int = Field(1, ge=1, description="Actors encoding latents (precompute_latents); one GPU each on GPU.")
+    materialize: Literal["auto", "always", "never"] = Field(
+        "auto", description="Keep the decoded set in Ray's object store ('auto': when the shards total <= 512 MiB)."
+    )
+    shuffle_buffer: int = Field(256, ge=0, description="Rows in each worker's local shuffle buffer (0: no shuffle).")
     trainable: Literal["unet", "lora"] = Field("unet", description="Full UNet or LoRA adapters.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train_text_encoder: bool = Field(False, description="Also train the full text encoder (LoRA: see lora.text_encoder).")
@@ -53,6 +58,14 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (latest K).")
     max_failures: int = Field(3, ge=-1, description="Worker-group restarts Ray Train may do (-1: unlimited).")
+    max_preemption_failures: int = Field(-1, ge=-1, description="Restarts after node preemption, counted apart (-1: unlimited).")
+    preemption_check_every: int = Field(
+        10, ge=1, description="Steps between checks for a draining (preempted) node; a checkpoint is saved on notice."
+    )
+    resize_policy: Literal["fail", "reset_optimizer"] = Field(
+        "fail",
+        description="Resuming a ZeRO checkpoint on another worker count: fail, or load the weights and restart the optimizer.",
+    )
     log_every: int = Field(10, ge=1)
     mlflow_tracking_uri: str | None = Field(None)
     seed: int = Field(0, ge=0)
@@ -62,4 +75,6 @@ class TrainConfig(Section):
     def _check(self):
         if self.precision == "fp16" and self.use_gpu is False:
             raise ValueError("train.precision fp16 needs a GPU; got use_gpu=False")
+        if self.ema_decay is not None and self.zero_stage == 3:
+            raise ValueError("train.ema_decay needs train.zero_stage <= 2 (ZeRO-3 partitions the weights EMA averages)")
         return self

@@ -59,14 +59,17 @@ def apply_trainable(unet, text_encoder, vae, spec: TrainableSpec, gradient_check
         if spec.text_encoder:
             text_encoder.requires_grad_(True)
     elif spec.mode == "lora":
+        # peft's injection directly: transformers 5.x's own add_adapter wants peft >= 0.22, and the
+        # adapters alone stay trainable either way.
         from peft import inject_adapter_in_model
 
         unet.requires_grad_(False)
         inject_adapter_in_model(_lora_config(spec.lora_rank, spec.lora_alpha, spec.lora_targets), unet)
         if spec.lora_text_encoder:
-            inject_adapter_in_model(
-                _lora_config(spec.lora_rank, spec.lora_alpha, spec.lora_text_targets), text_encoder
-            )
+            inject_adapter_in_model(_lora_config(spec.lora_rank, spec.lora_alpha, spec.lora_text_targets), text_encoder)
+        for m in (unet, text_encoder):
+            for n, p in m.named_parameters():
+                p.requires_grad_(is_lora_name(n))
         if spec.text_encoder:
             text_encoder.requires_grad_(True)
     else:
@@ -108,7 +111,6 @@ def merge_lora(module: torch.nn.Module) -> int:
 
 
 def lora_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter weights only, in peft's naming (what diffusers' save_lora_weights takes)."""
-    from peft.utils import get_peft_model_state_dict
-
-    return get_peft_model_state_dict(module)
+    """The adapter weights only, in peft's saved naming (adapter name dropped), as diffusers'
+    ``save_lora_weights`` takes them after ``convert_state_dict_to_diffusers``."""
+    return {k.replace(".default", ""): v.detach().clone() for k, v in module.state_dict().items() if is_lora_name(k)}
