@@ -172,6 +172,9 @@ def check_or_write_plan(plan: Plan, out_uri: str) -> bool:
         old = storage.read_json(uri)
         keys = ("rows", "shard_size", "model", "settings_hash", "formats", "input_fingerprint", "version")
         changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in keys if old.get(k) != new[k]]
+        old_settings = old.get("settings", {})
+        changed += [f"settings.{k}: {old_settings.get(k)!r} -> {v!r}" for k, v in new["settings"].items()
+                    if old_settings.get(k) != v]
         if changed:
             raise PlanChanged(
                 f"{out_uri} holds a generation job started with other inputs or settings ({'; '.join(changed)}). "
