@@ -247,7 +247,14 @@ def classes_for(cfg: ReaderConfig, defaults: dict[str, dict[str, str]]) -> dict[
     return out
 
 
+def _clip_score_factory(cfg: ReaderConfig) -> Reader:
+    from dft.evaluate.clip_score import ClipScorer
+
+    return ClipScorer.from_config(cfg)
+
+
 register_reader("skin_tone", SkinToneReader, skin_tone_attributes)
+register_reader("clip_score", _clip_score_factory, lambda cfg: {})
 register_reader(
     "clip", _clip_factory, lambda cfg: {a: list(c) for a, c in classes_for(cfg, DEFAULT_CLIP_CLASSES).items()}
 )

@@ -1,0 +1,374 @@
+"""The report folder a person opens: RUN/report/.
+
+    index.html    summary table, charts and contact sheets; opens from disk (relative paths only,
+                  no script, no network)
+    report.md     the same summary as Markdown
+    metrics.json  the evaluation's metrics (the ``dft fairness`` JSON layout plus the quality guard)
+    charts/       PNG: per attribute, the average metrics of each model with intervals, and the
+                  perceived distribution per prompt for each model
+    sheets/       PNG contact sheets: sample images per prompt and model, captioned with what the
+                  readers perceived
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import logging
+import re
+
+import numpy as np
+import pyarrow as pa
+
+from dft import storage
+from dft.evaluate import metrics as M
+
+log = logging.getLogger(__name__)
+
+COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
+    return f"{s}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+
+
+def _fmt(v, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _ci(block) -> str:
+    ci = block.get("ci") if block else None
+    return "" if not ci or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{v:+.1%}"
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def summary_rows(result: dict) -> list[dict]:
+    """One row per attribute and metric: each model's value and interval, change and verdict."""
+    models = list(result["models"])
+    comp = result.get("comparison") or {}
+    rows = []
+    attrs = []
+    for m in models:
+        for a in result["models"][m]["attributes"]:
+            if a not in attrs:
+                attrs.append(a)
+    for a in attrs:
+        for metric in (*M.METRICS, "unreadable_rate"):
+            row = {"attribute": a, "metric": metric, "values": {}}
+            for m in models:
+                blk = result["models"][m]["attributes"].get(a)
+                if blk is None:
+                    continue
+                if metric == "unreadable_rate":
+                    row["values"][m] = {"value": blk["unreadable_rate"], "ci": blk.get("unreadable_rate_ci")}
+                else:
+                    row["values"][m] = blk["mean"][metric]
+            c = comp.get("attributes", {}).get(a, {}).get(metric)
+            if c:
+                row.update(change=c["relative_change"], verdict=c["verdict"], significant=c.get("significant"),
+                           direction=c["direction"])
+            elif metric == "unreadable_rate":
+                row.update(direction="lower")
+            else:
+                row.update(direction=M.DIRECTION[metric])
+            rows.append(row)
+    return rows
+
+
+def metric_chart(result: dict, attr: str) -> bytes:
+    """Averaged metrics of each model with their intervals, for one attribute."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m in result["models"] if attr in result["models"][m]["attributes"]]
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    x = np.arange(len(M.METRICS))
+    w = 0.8 / max(1, len(models))
+    for i, m in enumerate(models):
+        blk = result["models"][m]["attributes"][attr]["mean"]
+        vals = np.array([np.nan if blk[k]["value"] is None else blk[k]["value"] for k in M.METRICS])
+        lo = np.array([np.nan if not blk[k]["ci"] or blk[k]["ci"][0] is None else blk[k]["ci"][0] for k in M.METRICS])
+        hi = np.array([np.nan if not blk[k]["ci"] or blk[k]["ci"][1] is None else blk[k]["ci"][1] for k in M.METRICS])
+        err = np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)])
+        err = np.nan_to_num(err)
+        ax.bar(x + (i - (len(models) - 1) / 2) * w, np.nan_to_num(vals), w, yerr=err, capsize=3, label=m,
+               color=COLORS[i % len(COLORS)])
+    ax.set_xticks(x, [f"{k}\n({M.DIRECTION[k]} is better)" for k in M.METRICS], fontsize=7)
+    ax.set_title(f"perceived {attr}: metrics averaged over prompts (95% bootstrap intervals)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def distribution_chart(result: dict, attr: str, prompt: str) -> bytes:
+    """Shares of each perceived group for one prompt, one bar colour per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m in result["models"] if attr in result["models"][m]["attributes"]]
+    groups = result["models"][models[0]]["attributes"][attr]["groups"]
+    fig, ax = plt.subplots(figsize=(max(3.6, 0.45 * len(groups) * max(1, len(models)) + 1.5), 2.6))
+    x = np.arange(len(groups))
+    w = 0.8 / max(1, len(models))
+    for i, m in enumerate(models):
+        p = next((q for q in result["models"][m]["attributes"][attr]["prompts"] if q["prompt"] == prompt), None)
+        if p is None:
+            continue
+        shares = [p["shares"].get(g) or 0.0 for g in groups]
+        ax.bar(x + (i - (len(models) - 1) / 2) * w, shares, w, label=f"{m} (n={p['readable']}, unreadable {p['unreadable_rate']:.0%})",
+               color=COLORS[i % len(COLORS)])
+    ax.axhline(1.0 / len(groups), color="k", lw=0.8, ls="--", label="even share")
+    ax.set_xticks(x, groups, fontsize=7, rotation=30 if len(groups) > 4 else 0)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of readable images", fontsize=7)
+    ax.set_title(f"perceived {attr}: \u201c{prompt}\u201d", fontsize=8)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _png(fig)
+
+
+def contact_sheet(samples: list[dict], labels: dict[str, dict], attrs: list[str], n: int, thumb: int) -> bytes | None:
+    """A grid of up to ``n`` images, each captioned with what the readers perceived."""
+    from PIL import Image, ImageDraw
+
+    if not samples:
+        return None
+    samples = samples[:n]
+    cols = min(8, len(samples))
+    rows = (len(samples) + cols - 1) // cols
+    cap = 12 * max(1, min(2, len(attrs)))
+    sheet = Image.new("RGB", (cols * (thumb + 4) + 4, rows * (thumb + cap + 4) + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, s in enumerate(samples):
+        try:
+            im = Image.open(io.BytesIO(s["image"])).convert("RGB").resize((thumb, thumb), Image.NEAREST)
+        except Exception:
+            im = Image.new("RGB", (thumb, thumb), "grey")
+        x, y = 4 + (i % cols) * (thumb + 4), 4 + (i // cols) * (thumb + cap + 4)
+        sheet.paste(im, (x, y))
+        lab = labels.get(s["key"], {})
+        text = [f"{a.replace('skin_tone', 'MST').replace('_group', '')}: {lab.get(a) or '?'}" for a in attrs[:2]]
+        for j, t in enumerate(text):
+            draw.text((x, y + thumb + 1 + 11 * j), t[: thumb // 6], fill=(40, 40, 40))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _load_labels(run) -> dict[str, dict]:
+    import pyarrow.parquet as pq
+
+    uri = storage.join(run.eval, "labels.parquet")
+    if not storage.exists(uri):
+        return {}
+    fs, p = storage.pyarrow_filesystem(uri)
+    t: pa.Table = pq.read_table(p, filesystem=fs)
+    return {r["key"]: r for r in t.to_pylist()}
+
+
+def _samples_by_prompt(images_uri: str, per_prompt: int) -> dict[str, list[dict]]:
+    from dft.generate.shards import iter_samples
+
+    out: dict[str, list[dict]] = {}
+    try:
+        samples = iter_samples(images_uri, "parquet")
+        first = next(samples, None)
+    except FileNotFoundError:  # no manifest: any SAMPLE_SCHEMA Parquet files under parquet/
+        samples, first = _glob_samples(images_uri), None
+    for s in ([first] if first else []) + list(samples):
+        lst = out.setdefault(s["prompt"], [])
+        if len(lst) < per_prompt:
+            lst.append({"key": s["key"], "image": s["image"]})
+    return out
+
+
+def _glob_samples(images_uri: str):
+    import pyarrow.parquet as pq
+
+    for uri in storage.glob(images_uri, "parquet/*.parquet"):
+        fs, p = storage.pyarrow_filesystem(uri)
+        yield from pq.read_table(p, filesystem=fs, columns=["key", "prompt", "image"]).to_pylist()
+
+
+def write_report(run, cfg) -> dict:
+    """Write RUN/report/ from RUN/eval; returns counts of what was written."""
+    result = storage.read_json(storage.join(run.eval, "metrics.json"))
+    out = run.report
+    labels = _load_labels(run)
+    models = list(result["models"])
+    attrs = []
+    for m in models:
+        attrs += [a for a in result["models"][m]["attributes"] if a not in attrs]
+    charts: dict[str, dict] = {}
+    written = 0
+    for a in attrs:
+        rel = f"charts/{a}-metrics.png"
+        storage.write_bytes(storage.join(out, rel), metric_chart(result, a))
+        charts[a] = {"metrics": rel, "prompts": {}}
+        written += 1
+    prompts = []
+    for m in models:
+        for a in result["models"][m]["attributes"].values():
+            prompts += [p["prompt"] for p in a["prompts"] if p["prompt"] not in prompts]
+    prompts = prompts[: cfg.max_prompts]
+    for a in attrs:
+        for p in prompts:
+            rel = f"charts/{a}-{_slug(p)}.png"
+            storage.write_bytes(storage.join(out, rel), distribution_chart(result, a, p))
+            charts[a]["prompts"][p] = rel
+            written += 1
+    sheet_attrs = [a for a in ("gender", "skin_tone", "skin_tone_group") if a in attrs] or attrs
+    sheets: dict[str, dict[str, str]] = {}
+    for m in models:
+        by_prompt = _samples_by_prompt(storage.join(run.eval, "images", m), cfg.contact_sheet_images)
+        for p in prompts:
+            png = contact_sheet(by_prompt.get(p, []), labels, sheet_attrs, cfg.contact_sheet_images, cfg.thumb_size)
+            if png is None:
+                continue
+            rel = f"sheets/{m}-{_slug(p)}.png"
+            storage.write_bytes(storage.join(out, rel), png)
+            sheets.setdefault(p, {})[m] = rel
+            written += 1
+    rows = summary_rows(result)
+    storage.write_json(storage.join(out, "metrics.json"), result)
+    storage.write_text(storage.join(out, "report.md"), render_markdown(result, rows, charts, sheets, cfg.title))
+    storage.write_text(storage.join(out, "index.html"), render_html(result, rows, charts, sheets, cfg.title))
+    log.info("report written to %s", storage.join(out, "index.html"))
+    return {"images": written, "attributes": len(attrs), "prompts": len(prompts), "models": len(models)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _intro(result: dict) -> list[str]:
+    comp = result.get("comparison")
+    lines = [
+        "Every attribute here is perceived: what an automatic reader sees in the image, not anyone's identity.",
+        f"Intervals are 95% bootstrap intervals over images within prompts ({result['bootstrap']} resamples); "
+        "metrics are averaged over prompts, unreadable images are left out of the shares and counted apart.",
+    ]
+    if comp:
+        lines.append(
+            f"Change is relative: ({comp['other']} - {comp['base']}) / {comp['base']}; 'better' or 'worse' follows "
+            "each metric's direction; 'significant' means the interval of the change excludes zero."
+        )
+    return lines
+
+
+def render_markdown(result, rows, charts, sheets, title) -> str:
+    models = list(result["models"])
+    comp = result.get("comparison")
+    out = [f"# {title}", ""] + _intro(result) + [""]
+    for m in models:
+        src = result.get("models_sources", {}).get(m)
+        out.append(f"- **{m}**: {result['models'][m]['images']} images" + (f" (model source `{src}`)" if src else ""))
+    out += ["", "## Summary", ""]
+    head = ["perceived attribute", "metric", "better"] + models + (["change", "verdict"] if comp else [])
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    for r in rows:
+        cells = [r["attribute"], r["metric"], r["direction"]]
+        for m in models:
+            v = r["values"].get(m)
+            cells.append("" if v is None else f"{_fmt(v['value'])} {_ci(v)}".strip())
+        if comp:
+            sig = " (significant)" if r.get("significant") else ""
+            cells += [_pct(r.get("change")), (r.get("verdict") or "") + sig]
+        out.append("| " + " | ".join(cells) + " |")
+    q = result.get("quality", {}).get("clip_score")
+    if q:
+        out += ["", "## Quality guard: CLIP score of images against their prompts", ""]
+        for m, blk in q.items():
+            out.append(f"- {m}: {blk['mean']:.2f} {_ci(blk)} over {blk['images']} images")
+    out += ["", "## Charts", ""]
+    for a, c in charts.items():
+        out.append(f"### perceived {a}")
+        out.append(f"![{a} metrics]({c['metrics']})")
+        for p, rel in c["prompts"].items():
+            out.append(f"![{a}: {p}]({rel})")
+        out.append("")
+    if sheets:
+        out += ["## Contact sheets", ""]
+        for p, per_model in sheets.items():
+            out.append(f"### {p}")
+            for m, rel in per_model.items():
+                out.append(f"**{m}**  \n![{m}: {p}]({rel})")
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
+table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f2f2f2}td.l,th.l{text-align:left}.better{color:#1a7f37;font-weight:600}.worse{color:#b42318;font-weight:600}
+.note{color:#555;font-size:13px}img{max-width:100%}figure{display:inline-block;margin:6px;vertical-align:top}
+figcaption{font-size:12px;color:#444}h2{border-bottom:1px solid #ddd;padding-bottom:4px}
+"""
+
+
+def render_html(result, rows, charts, sheets, title) -> str:
+    e = html.escape
+    models = list(result["models"])
+    comp = result.get("comparison")
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title><style>{_CSS}</style></head><body>"]
+    parts.append(f"<h1>{e(title)}</h1>")
+    parts += [f"<p class='note'>{e(line)}</p>" for line in _intro(result)]
+    parts.append("<ul>")
+    for m in models:
+        src = result.get("models_sources", {}).get(m)
+        parts.append(f"<li><b>{e(m)}</b>: {result['models'][m]['images']} images" + (f" (model source <code>{e(src)}</code>)" if src else "") + "</li>")
+    parts.append("</ul><h2>Summary</h2><table id='summary'><thead><tr><th class='l'>perceived attribute</th><th class='l'>metric</th><th>better</th>")
+    parts += [f"<th>{e(m)}</th>" for m in models]
+    if comp:
+        parts.append("<th>change</th><th>verdict</th>")
+    parts.append("</tr></thead><tbody>")
+    for r in rows:
+        parts.append(f"<tr><td class='l'>{e(r['attribute'])}</td><td class='l'>{e(r['metric'])}</td><td>{e(r['direction'])}</td>")
+        for m in models:
+            v = r["values"].get(m)
+            parts.append("<td></td>" if v is None else f"<td>{_fmt(v['value'])} <small>{_ci(v)}</small></td>")
+        if comp:
+            verdict = r.get("verdict") or ""
+            sig = " (significant)" if r.get("significant") else ""
+            parts.append(f"<td>{_pct(r.get('change'))}</td><td class='{e(verdict)}'>{e(verdict + sig)}</td>")
+        parts.append("</tr>")
+    parts.append("</tbody></table>")
+    q = result.get("quality", {}).get("clip_score")
+    if q:
+        parts.append("<h2>Quality guard</h2><p class='note'>CLIP score of images against their own prompts (higher: the image follows its prompt better).</p><ul>")
+        parts += [f"<li>{e(m)}: {blk['mean']:.2f} {_ci(blk)} over {blk['images']} images</li>" for m, blk in q.items()]
+        parts.append("</ul>")
+    parts.append("<h2>Perceived attribute distributions</h2>")
+    for a, c in charts.items():
+        parts.append(f"<h3>perceived {e(a)}</h3>")
+        if all(result["models"][m]["attributes"].get(a, {}).get("readable", 0) == 0 for m in models):
+            parts.append("<p class='note'>No image had a readable value: the charts below are empty.</p>")
+        parts.append(f"<figure><img src='{e(c['metrics'])}' alt='{e(a)} metrics'></figure><br>")
+        for p, rel in c["prompts"].items():
+            parts.append(f"<figure><img src='{e(rel)}' alt='{e(a)}: {e(p)}'><figcaption>{e(p)}</figcaption></figure>")
+    if sheets:
+        parts.append("<h2>Contact sheets</h2><p class='note'>Sample images per prompt and model, captioned with what the readers perceived (? = unreadable).</p>")
+        for p, per_model in sheets.items():
+            parts.append(f"<h3>{e(p)}</h3>")
+            for m, rel in per_model.items():
+                parts.append(f"<figure class='sheet'><img src='{e(rel)}' alt='{e(m)}: {e(p)}'><figcaption>{e(m)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
