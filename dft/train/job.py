@@ -1,0 +1,169 @@
+"""The Ray Train job on the driver: validate, build the data, run TorchTrainer, return the result.
+
+Resumption: Ray Train V2 restores the latest checkpoint of ``RunConfig(name, storage_path)`` when the
+same run is fitted again (a re-submitted job) or a worker group restarts (``FailureConfig``); the
+loop picks it up with ``ray.train.get_checkpoint()``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+from dft import storage
+from dft.runs import Run
+
+log = logging.getLogger(__name__)
+
+# Environment the workers need to see what the driver sees (never credentials; see dft.cluster).
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "DFT_CACHE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainOutcome:
+    checkpoint_dir_uri: str
+    metrics: dict
+    data: dict
+    use_gpu: bool
+    resolution: int
+
+
+def structure(cfg) -> dict:
+    """What must not change between a checkpoint and a resumed run (the parameter layout)."""
+    t = cfg.train
+    return {"model_source": cfg.model.source, "trainable": t.trainable, "lora": t.lora.model_dump(mode="json"),
+            "train_text_encoder": t.train_text_encoder, "precompute_latents": t.precompute_latents}
+
+
+def resolve_use_gpu(setting) -> bool:
+    if setting == "auto":
+        import ray
+
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return bool(setting)
+
+
+def experiment_uri(cfg) -> str:
+    return storage.join(Run(cfg.run.uri).checkpoints, cfg.run.name)
+
+
+def latest_state(cfg) -> dict | None:
+    """state.json of the newest checkpoint in storage, if any (read before claiming resources)."""
+    found = storage.glob(experiment_uri(cfg), "checkpoint_*/state.json")
+    states = [storage.read_json(u) for u in found]
+    return max(states, key=lambda s: s["step"]) if states else None
+
+
+def check_resume(cfg, state: dict | None) -> None:
+    from dft.train.loop import needs_same_world, resize_message
+
+    if state is None:
+        return
+    if state.get("structure") != structure(cfg):
+        raise ValueError(
+            f"the checkpoints under {experiment_uri(cfg)} were made for another model layout "
+            f"({json.dumps(state.get('structure'))}); this config has {json.dumps(structure(cfg))}. "
+            "Use --force to start over (the old checkpoints are removed), or another run.name."
+        )
+    if (state["world_size"] != cfg.train.num_workers and needs_same_world(state["zero_stage"])
+            and cfg.train.resize_policy == "fail"):
+        raise ValueError(resize_message(state["world_size"], cfg.train.num_workers, state["zero_stage"], state["step"]))
+    if state["zero_stage"] != cfg.train.zero_stage:
+        raise ValueError(
+            f"the latest checkpoint (step {state['step']}) used ZeRO stage {state['zero_stage']}, this config "
+            f"{cfg.train.zero_stage}: set train.zero_stage={state['zero_stage']} to resume, or --force to start over"
+        )
+
+
+def run_config(cfg, worker_env: dict | None = None):
+    import ray.train
+
+    t = cfg.train
+    uri = Run(cfg.run.uri).checkpoints
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    env.update(worker_env or {})
+    kwargs = {}
+    if storage.is_s3(uri):
+        fs, path = storage.pyarrow_filesystem(uri)
+        kwargs.update(storage_path=path, storage_filesystem=fs)
+    else:
+        storage.makedirs(uri)
+        kwargs.update(storage_path=storage.normalize(uri))
+    return ray.train.RunConfig(
+        name=cfg.run.name,
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints),
+        failure_config=ray.train.FailureConfig(max_failures=t.max_failures,
+                                               max_preemption_failures=t.max_preemption_failures),
+        worker_runtime_env={"env_vars": env} if env else None,
+        **kwargs,
+    )
+
+
+def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
+    """Train to ``train.max_steps`` (resuming from the latest checkpoint when there is one)."""
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from dft.cluster import connect
+    from dft.models.sources import resolve_model_source
+    from dft.train.components import model_info
+    from dft.train.data import build_dataset
+    from dft.train.deepspeed_config import resolve_precision
+    from dft.train.loop import train_loop_per_worker
+
+    t = cfg.train
+    if t.mlflow_tracking_uri and importlib.util.find_spec("mlflow") is None:
+        raise ValueError("train.mlflow_tracking_uri is set but mlflow is not installed: `pip install mlflow`")
+    check_resume(cfg, latest_state(cfg))
+    connect(cfg.ray)
+    use_gpu = resolve_use_gpu(t.use_gpu)
+    resolve_precision(t.precision, use_gpu)
+    folder = resolve_model_source(cfg.model.source, cache_dir=cfg.model.cache_dir, revision=cfg.model.revision)
+    info = model_info(folder)
+    resolution = t.resolution or info.resolution
+    run = Run(cfg.run.uri)
+    ds, data_info = build_dataset(t, run, source=cfg.model.source, cache_dir=cfg.model.cache_dir,
+                                  resolution=resolution, use_gpu=use_gpu)
+    resources = {"CPU": t.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = 1
+    loop_config = {
+        "train": t.model_dump(mode="json"),
+        # Workers resolve the source themselves (s3:// copies land in each node's cache).
+        "model_source": cfg.model.source,
+        "cache_dir": cfg.model.cache_dir,
+        "use_gpu": use_gpu,
+        "structure": structure(cfg),
+        "run_name": cfg.run.name,
+        "tb_uri": run.path("logs", "train"),
+        "fault_marker_uri": run.path("checkpoints", "_faults", f"step-{t.fault_inject_step}") if t.fault_inject_step else None,
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=run_config(cfg, worker_env),
+        datasets={"train": ds},
+    )
+    log.info("training %s on %d worker(s) (%s), ZeRO %d, %d steps of %d x %d x %d samples", cfg.model.source,
+             t.num_workers, "GPU" if use_gpu else "CPU", t.zero_stage, t.max_steps, t.batch_size, t.grad_accum,
+             t.num_workers)
+    result = trainer.fit()
+    metrics = dict(result.metrics or {})
+    if metrics.get("nonfinite_loss"):
+        kept = result.checkpoint.path if result.checkpoint else "none yet"
+        raise NonFiniteLossError(f"{metrics['nonfinite_loss']} Latest good checkpoint: {kept}")
+    if result.checkpoint is None:
+        raise RuntimeError(f"training ended without a checkpoint under {experiment_uri(cfg)}")
+    ckpt_uri = result.checkpoint.path
+    if storage.is_s3(Run(cfg.run.uri).checkpoints) and not ckpt_uri.startswith("s3://"):
+        ckpt_uri = "s3://" + ckpt_uri.lstrip("/")
+    return TrainOutcome(ckpt_uri, metrics, data_info, use_gpu, resolution)

@@ -1,0 +1,57 @@
+"""``dft train``: fine-tune, then export the pipeline; a stage marker makes a finished run a no-op."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+
+from dft import storage
+from dft.runs import Run, run_stage
+
+log = logging.getLogger(__name__)
+
+HASHED_SECTIONS = ("model", "train")
+
+
+def _local_checkpoint(uri: str, tmp: str) -> str:
+    if storage.is_remote(uri):
+        storage.download_folder(uri, tmp)
+        return tmp
+    return storage.normalize(uri)
+
+
+def run_train(cfg, force: bool = False, *, worker_env: dict | None = None) -> dict:
+    """Train (resuming from the latest checkpoint) and export to RUN/models/finetuned; returns counts.
+
+    ``worker_env``: extra environment variables for the training workers (e.g. a test's dummy S3
+    credentials); the usual ones (offline hub, S3 endpoint, caches) are forwarded already."""
+    from dft.train.export import export_pipeline
+    from dft.train.job import experiment_uri, fit
+
+    run = Run(cfg.run.uri)
+    config = {s: getattr(cfg, s).model_dump(mode="json") for s in HASHED_SECTIONS}
+    config["run_name"] = cfg.run.name
+
+    def work() -> dict:
+        if force and storage.exists(experiment_uri(cfg)):
+            log.info("--force: removing the checkpoints under %s", experiment_uri(cfg))
+            storage.remove(experiment_uri(cfg), recursive=True)
+        outcome = fit(cfg, worker_env=worker_env)
+        with tempfile.TemporaryDirectory(prefix="dft-ckpt-") as tmp:
+            local = _local_checkpoint(outcome.checkpoint_dir_uri, tmp)
+            export_pipeline(local, run.finetuned_model, model_source=cfg.model.source, train_cfg=cfg.train,
+                            cache_dir=cfg.model.cache_dir, extra={"checkpoint": outcome.checkpoint_dir_uri})
+        m = outcome.metrics
+        return {
+            "steps": int(m.get("step", cfg.train.max_steps)),
+            "final_loss": m.get("loss"),
+            "samples_seen": m.get("samples_seen"),
+            "samples_per_s": m.get("samples_per_s"),
+            "rows": outcome.data.get("rows"),
+            "shards": outcome.data.get("shards"),
+            "checkpoint": outcome.checkpoint_dir_uri,
+            "model": run.finetuned_model,
+        }
+
+    result = run_stage(run, "train", cfg.section_hash(*HASHED_SECTIONS) + ":" + cfg.run.name, config, work, force=force)
+    return result.counts

@@ -1,0 +1,101 @@
+"""Guards that need no Ray: missing/empty shards, non-finite loss, resume compatibility, DeepSpeed config."""
+
+import os
+
+import pytest
+import torch
+
+from dft.config.schema import RunConfig
+from dft.runs import Run
+from dft.train.data import DataError, data_source, find_shards
+from dft.train.deepspeed_config import build_deepspeed_config
+from dft.train.job import check_resume, structure
+from dft.train.step import NonFiniteLoss, TorchBackend, run_steps
+from train_shards import write_shards
+
+
+def _cfg(tmp_run, **train):
+    cfg = RunConfig()
+    cfg.run.uri = tmp_run
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def test_missing_shards_fail_naming_the_path(tmp_run):
+    cfg = _cfg(tmp_run)
+    with pytest.raises(DataError, match=f"no parquet shards under {Run(tmp_run).synthetic}"):
+        data_source(cfg.train, Run(tmp_run))
+
+
+def test_empty_and_vanished_shards_fail_naming_the_file(tmp_run):
+    syn = Run(tmp_run).synthetic
+    write_shards(syn, n=8, shard_size=4)
+    assert len(find_shards(syn, "webdataset")) == 2
+    bad = os.path.join(syn, "parquet", "shard-00001.parquet")
+    open(bad, "wb").close()
+    with pytest.raises(DataError, match="shard-00001.parquet is empty"):
+        find_shards(syn, "parquet")
+    os.remove(bad)
+    with pytest.raises(DataError, match="shard-00001.parquet .*does not exist"):
+        find_shards(syn, "parquet")
+
+
+def test_curated_mode_needs_a_curated_set(tmp_run):
+    write_shards(Run(tmp_run).synthetic, n=4, shard_size=4)
+    with pytest.raises(DataError, match="use_curated"):
+        data_source(_cfg(tmp_run, use_curated=True).train, Run(tmp_run))
+
+
+class _Nan(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, batch):
+        return self.w * batch["x"]
+
+
+def test_non_finite_loss_stops_before_the_update():
+    m = _Nan()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    batches = iter([{"x": torch.tensor([1.0])}, {"x": torch.tensor([float("nan")])}])
+    seen = []
+    with pytest.raises(NonFiniteLoss, match="step 2"):
+        run_steps(TorchBackend(m, opt), batches, start_step=0, max_steps=5, grad_accum=1,
+                  samples_per_micro_step=1, on_step=lambda s: seen.append(s.step))
+    assert seen == [1]
+    assert torch.isfinite(m.w).all() and float(m.w.detach()) == pytest.approx(0.9)
+
+
+def test_resume_checks_worker_count_and_layout(tmp_run):
+    cfg = _cfg(tmp_run, num_workers=1, zero_stage=2)
+    state = {"step": 4, "world_size": 2, "zero_stage": 2, "structure": structure(cfg)}
+    with pytest.raises(ValueError, match="written by 2 workers with ZeRO stage 2.*num_workers=2"):
+        check_resume(cfg, state)
+    cfg.train.resize_policy = "reset_optimizer"
+    check_resume(cfg, state)  # allowed: weights and step kept, optimizer restarted
+    cfg.train.zero_stage, cfg.train.resize_policy = 0, "fail"
+    with pytest.raises(ValueError, match="ZeRO stage 2"):
+        check_resume(cfg, state)
+    cfg.train.zero_stage = 2
+    cfg.train.trainable = "lora"
+    with pytest.raises(ValueError, match="another model layout"):
+        check_resume(cfg, {**state, "world_size": 1})
+
+
+def test_deepspeed_config_cpu_and_gpu():
+    t = RunConfig().train
+    t.batch_size, t.grad_accum, t.zero_stage, t.warmup_steps = 4, 2, 3, 10
+    cpu = build_deepspeed_config(t, world_size=2, use_gpu=False)
+    assert cpu["train_batch_size"] == 16 and cpu["gradient_accumulation_steps"] == 2
+    assert cpu["optimizer"]["params"]["torch_adam"] is True
+    assert not cpu["bf16"]["enabled"] and not cpu["fp16"]["enabled"]
+    assert cpu["zero_optimization"]["stage3_param_persistence_threshold"] == 0
+    assert cpu["scheduler"]["params"]["warmup_num_steps"] == 10
+    assert cpu["gradient_clipping"] == 1.0
+    gpu = build_deepspeed_config(t, world_size=8, use_gpu=True)
+    assert gpu["bf16"]["enabled"]
+    t.precision = "fp16"
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        build_deepspeed_config(t, world_size=1, use_gpu=False)
