@@ -78,3 +78,42 @@ def paint_no_face(size: int = 128, seed: int = 0) -> np.ndarray:
     small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
     img = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
     return img
+
+
+def write_painted_eval_images(images_uri: str, model: str, prompts: list[str], tone_weights, n_per_prompt: int,
+                              seed: int = 0, size: int = 96) -> None:
+    """An evaluation folder (SAMPLE_SCHEMA Parquet under ``images_uri/parquet``) of painted faces whose
+    Monk tones are drawn with ``tone_weights`` (10 numbers): a stand-in for a model's images in tests,
+    the benchmark and the docs' report screenshot."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from dft import storage
+    from dft.evaluate.skin_tone import MST_RGB
+    from dft.schema import SAMPLE_SCHEMA, sample_key
+
+    rng = np.random.default_rng(seed)
+    w = np.asarray(tone_weights, dtype=float)
+    rows = []
+    for pi, prompt in enumerate(prompts):
+        for i in range(n_per_prompt):
+            tone = int(rng.choice(10, p=w / w.sum()))
+            img = paint_face(MST_RGB[tone], size=size, lighting=float(rng.uniform(0.85, 1.05)),
+                             noise=float(rng.uniform(0, 5)), seed=int(rng.integers(1 << 30)), jitter=0.04)
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="PNG")
+            pid = f"p{pi:04d}"
+            s = int(rng.integers(1 << 40))
+            rows.append({
+                "key": sample_key(pid, i, s, model, "painted"), "prompt_id": pid, "image_index": i, "seed": s,
+                "prompt": prompt, "neutral_prompt": prompt, "template": prompt, "prompt_set": "neutral",
+                "ethnicity": None, "gender": None, "age": None, "profession": None, "model": model,
+                "settings_hash": "painted", "image_format": "png", "width": size, "height": size,
+                "image": buf.getvalue(),
+            })
+    table = pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
+    with storage.atomic_local_path(storage.join(images_uri, "parquet", "shard-00000.parquet")) as tmp:
+        pq.write_table(table, tmp)
