@@ -104,3 +104,75 @@ def read_image(img: np.ndarray, skin_tone_fn=None) -> WorldReading:
 def read_images(images: np.ndarray, skin_tone_fn=None) -> list[WorldReading]:
     skin_tone_fn = skin_tone_fn or _skin_tone_fn()
     return [read_image(img, skin_tone_fn) for img in images]
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation stage's reader kind "world" (see dft.evaluate.readers): a batch of encoded images in,
+# perceived gender and skin tone (coarse group and Monk tone) out, unreadable with a reason.
+
+SKIN_GROUP_OF_ETHNICITY = {"light-skinned": "lighter", "medium-skinned": "medium", "dark-skinned": "darker"}
+ETHNICITY_OF_SKIN_GROUP = {v: k for k, v in SKIN_GROUP_OF_ETHNICITY.items()}
+WORLD_ATTRIBUTES = {
+    "gender": list(A.GENDERS),
+    "skin_tone_group": ["lighter", "medium", "darker"],
+    "skin_tone": [str(i) for i in range(1, 11)],
+}
+
+
+def world_attributes(cfg=None) -> dict[str, list[str]]:
+    return {k: list(v) for k, v in WORLD_ATTRIBUTES.items()}
+
+
+class WorldReader:
+    """Reader kind ``world``: writes ``gender``, ``skin_tone_group`` (lighter / medium / darker, the
+    groups the world's ethnicity words name), ``skin_tone`` (Monk tone "1".."10"), each with its
+    ``_reason`` column, plus ``skin_tone_ita`` and ``world_profession`` (the profession cue read back,
+    a fidelity check, not a fairness attribute)."""
+
+    attributes = WORLD_ATTRIBUTES
+
+    def __init__(self, cfg=None):
+        self.attributes = world_attributes(cfg)
+        self._skin_tone_fn = _skin_tone_fn()
+
+    def __call__(self, batch: dict) -> dict:
+        from PIL import Image
+
+        from dft.evaluate.readers import decode_batch, object_column
+
+        images, reasons = decode_batch(batch["image"])
+        n = len(images)
+        cols = {k: [None] * n for k in ("gender", "skin_tone_group", "skin_tone", "world_profession")}
+        why = {k: list(reasons) for k in ("gender", "skin_tone_group", "skin_tone")}
+        ita = np.full(n, np.nan)
+        for i, im in enumerate(images):
+            if im is None:
+                continue
+            if im.size != (A.SIZE, A.SIZE):
+                im = im.resize((A.SIZE, A.SIZE), Image.BILINEAR)
+            r = read_image(np.asarray(im), self._skin_tone_fn)
+            cols["gender"][i], cols["world_profession"][i] = r.gender, r.profession
+            if r.mst is None:
+                why["skin_tone_group"][i] = why["skin_tone"][i] = "no_face"
+                continue
+            cols["skin_tone"][i] = str(r.mst)
+            cols["skin_tone_group"][i] = SKIN_GROUP_OF_ETHNICITY[r.ethnicity]
+            ita[i] = r.ita if r.ita is not None else np.nan
+        out = dict(batch)
+        for k, v in cols.items():
+            out[k] = object_column(v)
+        for k, v in why.items():
+            out[f"{k}_reason"] = object_column(v)
+        out["skin_tone_ita"] = ita
+        return out
+
+
+def _register() -> None:
+    try:
+        from dft.evaluate.readers import register_reader
+    except ImportError:  # the evaluation stage is not installed: the world still renders and reads
+        return
+    register_reader("world", WorldReader, world_attributes)
+
+
+_register()

@@ -3,6 +3,7 @@
 import itertools
 
 import numpy as np
+import pytest
 
 from dft.world import attributes as A
 from dft.world.reader import read_image, read_images
@@ -47,3 +48,30 @@ def test_robust_to_blur():
     readings = read_images(np.rint(blurred).astype(np.uint8), skin_tone_fn())
     for attr in ("ethnicity", "gender", "profession"):
         assert np.mean([getattr(r, attr) == getattr(p, attr) for r, p in zip(readings, people)]) >= 0.98, attr
+
+
+def test_registered_reader_kind_reads_encoded_batches():
+    pytest.importorskip("dft.evaluate.readers")
+    from dft.evaluate.config import ReaderConfig
+    from dft.evaluate.readers import build_reader, declared_attributes
+    from dft.world.corpus import png_bytes
+    from dft.world.reader import SKIN_GROUP_OF_ETHNICITY
+
+    cfg = ReaderConfig(kind="world")
+    assert set(declared_attributes(cfg)) == {"gender", "skin_tone_group", "skin_tone"}
+    reader = build_reader(cfg)
+    people, imgs, tones = _renders(n_each=1, seed0=77)
+    flat = np.zeros((32, 32, 3), np.uint8)
+    flat[:] = A.PROFESSIONS["doctor"]["background"]
+    encoded = [png_bytes(i) for i in imgs] + [png_bytes(flat), b"not an image"]
+    col = np.empty(len(encoded), dtype=object)
+    col[:] = encoded
+    out = reader({"image": col, "key": np.arange(len(encoded))})
+    n = len(people)
+    assert list(out["gender"][:n]) == [p.gender for p in people]
+    assert list(out["skin_tone_group"][:n]) == [SKIN_GROUP_OF_ETHNICITY[p.ethnicity] for p in people]
+    assert list(out["world_profession"][:n]) == [p.profession for p in people]
+    assert all(abs(int(m) - t) <= 1 for m, t in zip(out["skin_tone"][:n], tones))
+    assert out["skin_tone_group"][n] is None and out["skin_tone_group_reason"][n] == "no_face"
+    assert out["gender"][n + 1] is None and out["gender_reason"][n + 1] == "decode_error"
+    assert list(out["key"]) == list(range(len(encoded)))  # other columns pass through
