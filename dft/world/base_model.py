@@ -103,7 +103,7 @@ def train_vae(vae, images: np.ndarray, cfg: BaseModelConfig, on_log=None) -> lis
         opt.step()
         sched.step()
         if step % 50 == 0 or step == cfg.vae_steps:
-            losses.append(float(loss))
+            losses.append(loss.item())
             log.info("world VAE step %d/%d loss %.4f (%.0f s)", step, cfg.vae_steps, float(loss), time.time() - t0)
             if on_log:
                 on_log(step, float(loss))
@@ -178,7 +178,7 @@ def train_unet(pipe, latents: torch.Tensor, captions: list[str], cfg: BaseModelC
         opt.step()
         lr.step()
         if step % 50 == 0 or step == cfg.unet_steps:
-            losses.append(float(loss))
+            losses.append(loss.item())
             log.info("world UNet step %d/%d loss %.4f (%.0f s)", step, cfg.unet_steps, float(loss), time.time() - t0)
             if on_log:
                 on_log(step, float(loss))

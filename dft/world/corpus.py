@@ -8,7 +8,8 @@ Two kinds of rows, both rendered with their true attributes known:
   distribution: ``light_share`` of light-skinned faces (the rest split evenly), and per profession
   ``gender_share`` of its stereotyped gender. This is the bias the pipeline must remove.
 
-Written as SAMPLE_SCHEMA Parquet (what the fine-tuning stage reads), plus ``truth.parquet`` with the
+Written in the generation stage's layout (SAMPLE_SCHEMA Parquet and WebDataset shards, a manifest), so
+the fine-tuning stage reads it like any synthetic set, plus ``truth.parquet`` with the
 true attributes and painted Monk tone of every row (neutral rows name no attributes in their prompt
 columns, as in the prompt table's neutral set).
 """
@@ -116,8 +117,9 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 def build_corpus(cfg: CorpusConfig, out_uri: str) -> dict:
-    """Render the corpus into ``out_uri/parquet/part-*.parquet`` (SAMPLE_SCHEMA) and
-    ``out_uri/truth.parquet``; a ``_SUCCESS`` marker is written last. Returns counts."""
+    """Render the corpus into ``out_uri`` in the generation stage's layout (SAMPLE_SCHEMA Parquet and
+    WebDataset shards, manifest.json) plus ``truth.parquet``; a ``_SUCCESS`` marker is written last.
+    Returns counts."""
     done = storage.join(out_uri, "_SUCCESS")
     if storage.exists(done) and storage.read_json(done).get("hash") == cfg.hash():
         return storage.read_json(done)["counts"]
@@ -159,17 +161,47 @@ def build_corpus(cfg: CorpusConfig, out_uri: str) -> dict:
                      ("profession", p.profession), ("age", p.age), ("mst", int(tones[i]))):
             truth[k].append(v)
     table = pa.Table.from_pydict(cols, schema=SAMPLE_SCHEMA)
-    storage.remove(storage.join(out_uri, "parquet"), recursive=True)
-    for n, start in enumerate(range(0, table.num_rows, cfg.shard_size)):
-        uri = storage.join(out_uri, "parquet", f"part-{n:05d}.parquet")
-        with storage.atomic_local_path(uri) as tmp:
-            pq.write_table(table.slice(start, cfg.shard_size), tmp)
+    write_shards(table, out_uri, cfg.shard_size, settings)
     with storage.atomic_local_path(storage.join(out_uri, "truth.parquet")) as tmp:
         pq.write_table(pa.Table.from_pydict(truth), tmp)
     counts = corpus_counts(rows)
     storage.write_json(done, {"hash": settings, "config": asdict(cfg), "counts": counts})
     log.info("world corpus: %d images (%d explicit) at %s", cfg.size, int(rows.explicit.sum()), out_uri)
     return counts
+
+
+def write_shards(table: pa.Table, out_uri: str, shard_size: int, settings: str) -> dict:
+    """The generation stage's layout (``parquet/shard-NNNNN.parquet``, ``webdataset/shard-NNNNN.tar``,
+    ``manifest.json`` last), so the fine-tuning stage reads the corpus like any synthetic set."""
+    from dft.generate.shards import shard_relpath, write_webdataset_shard
+
+    for fmt in ("parquet", "webdataset"):
+        storage.remove(storage.join(out_uri, fmt), recursive=True)
+    shards = []
+    for n, start in enumerate(range(0, table.num_rows, shard_size)):
+        part = table.slice(start, shard_size)
+        files = {}
+        for fmt in ("parquet", "webdataset"):
+            rel = shard_relpath(n, fmt)
+            with storage.atomic_local_path(storage.join(out_uri, *rel.split("/"))) as tmp:
+                if fmt == "parquet":
+                    pq.write_table(part, tmp, compression="zstd")
+                else:
+                    write_webdataset_shard(tmp, part)
+                with open(tmp, "rb") as f:
+                    data = f.read()
+            files[fmt] = {"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        stop = start + part.num_rows
+        shards.append({"index": n, "start": start, "stop": stop, "rows": part.num_rows, "images": part.num_rows,
+                       "files": files, "failures": 0})
+    manifest = {
+        "version": 1, "rows": table.num_rows, "images": table.num_rows, "keys": table.num_rows, "failures": 0,
+        "num_shards": len(shards), "shard_size": shard_size, "formats": ["parquet", "webdataset"],
+        "bytes": sum(f["bytes"] for s in shards for f in s["files"].values()), "model": CORPUS_MODEL,
+        "settings": {"world_corpus": settings}, "settings_hash": settings, "shards": shards,
+    }
+    storage.write_json(storage.join(out_uri, "manifest.json"), manifest)
+    return manifest
 
 
 def corpus_counts(rows: CorpusRows) -> dict:
@@ -188,7 +220,9 @@ def corpus_counts(rows: CorpusRows) -> dict:
 
 def load_corpus_images(out_uri: str) -> tuple[np.ndarray, pa.Table]:
     """All images [N, 32, 32, 3] and the metadata table, in row order (for the base model's loops)."""
-    files = sorted(storage.glob(storage.join(out_uri, "parquet"), "part-*.parquet"))
+    from dft.generate.shards import shard_files
+
+    files = shard_files(out_uri, "parquet")
     table = pa.concat_tables([pq.read_table(storage.normalize(f)) for f in files])
     images = np.stack([decode_png(b) for b in table.column("image").to_pylist()])
     return images, table.drop(["image"])

@@ -1,5 +1,7 @@
 """The biased corpus: explicit captions match their images, neutral captions carry the configured skew."""
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -21,8 +23,8 @@ def corpus(tmp_path_factory):
 
 def test_schema_shards_and_idempotence(corpus):
     cfg, out, counts = corpus
-    files = sorted((__import__("pathlib").Path(out) / "parquet").glob("part-*.parquet"))
-    assert len(files) == 3
+    files = sorted(Path(out, "parquet").glob("shard-*.parquet"))
+    assert len(files) == 3 and len(list(Path(out, "webdataset").glob("shard-*.tar"))) == 3
     assert pq.read_schema(files[0]).equals(SAMPLE_SCHEMA, check_metadata=False)
     imgs, meta = load_corpus_images(out)
     assert imgs.shape == (800, 32, 32, 3)
@@ -66,6 +68,24 @@ def test_neutral_rows_follow_the_configured_skew(corpus):
     assert abs(np.mean(eth[explicit] == "light-skinned") - 1 / 3) < 0.07
     assert abs(np.mean(gender[explicit] == "man") - 0.5) < 0.07
     assert set(counts["neutral"]) == set(A.PROFESSIONS)
+
+
+def test_the_training_stage_finds_the_shards(corpus):
+    pytest.importorskip("dft.train.data")
+    from dft.train.data import find_shards
+
+    _, out, _ = corpus
+    assert len(find_shards(out, "parquet")) == 3 and len(find_shards(out, "webdataset")) == 3
+
+
+def test_webdataset_matches_parquet(corpus):
+    import tarfile
+
+    _, out, _ = corpus
+    with tarfile.open(Path(out, "webdataset", "shard-00000.tar")) as tar:
+        names = tar.getnames()
+    first = pq.read_table(Path(out, "parquet", "shard-00000.parquet")).column("key").to_pylist()
+    assert {n.split(".")[0] for n in names} == set(first)
 
 
 def test_bad_config_refused():
