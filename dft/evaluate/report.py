@@ -190,8 +190,10 @@ def _samples_by_prompt(images_uri: str, per_prompt: int) -> dict[str, list[dict]
     try:
         samples = iter_samples(images_uri, "parquet")
         first = next(samples, None)
-    except FileNotFoundError:  # no manifest: any SAMPLE_SCHEMA Parquet files under parquet/
-        samples, first = _glob_samples(images_uri), None
+    except FileNotFoundError:
+        first = None
+    if first is None:  # no manifest nor commit markers: any SAMPLE_SCHEMA Parquet files under parquet/
+        samples = _glob_samples(images_uri)
     for s in ([first] if first else []) + list(samples):
         lst = out.setdefault(s["prompt"], [])
         if len(lst) < per_prompt:

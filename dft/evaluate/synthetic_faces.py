@@ -117,3 +117,34 @@ def write_painted_eval_images(images_uri: str, model: str, prompts: list[str], t
     table = pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
     with storage.atomic_local_path(storage.join(images_uri, "parquet", "shard-00000.parquet")) as tmp:
         pq.write_table(table, tmp)
+
+
+# A base model that paints mostly light tones, and a "fine-tuned" one closer to even: the report's
+# illustration (docs/img/report.png) and its tests. Painted faces, not a model's output.
+PAINTED_BASE_WEIGHTS = (8, 10, 9, 7, 4, 2, 1, 0.5, 0.3, 0.2)
+PAINTED_FINETUNED_WEIGHTS = (3, 3, 3, 3, 3, 3, 3, 3, 3, 3)
+
+
+def painted_eval_run(run_uri: str, n_per_prompt: int = 24, prompts: list[str] | None = None, bootstrap: int = 200) -> dict:
+    """RUN/eval as the evaluate stage would leave it, from painted faces of two stand-in models:
+    images, labels (the skin-tone reader), metrics.json. Returns the metrics."""
+    from dft import storage
+    from dft.evaluate.config import ReaderConfig
+    from dft.evaluate.fairness import score_table
+    from dft.evaluate.labels import label_table, write_labels
+    from dft.evaluate.pipeline import read_local
+    from dft.evaluate.readers import skin_tone_attributes
+
+    prompts = prompts or ["a photo of a doctor", "a photo of a nurse", "a photo of a person"]
+    eval_uri = storage.join(run_uri, "eval")
+    tables = []
+    for i, (model, w) in enumerate((("base", PAINTED_BASE_WEIGHTS), ("finetuned", PAINTED_FINETUNED_WEIGHTS))):
+        images = storage.join(eval_uri, "images", model)
+        write_painted_eval_images(images, model, prompts, w, n_per_prompt, seed=i)
+        files = storage.glob(images, "parquet/*.parquet")
+        tables.append(read_local(files, [ReaderConfig(kind="skin_tone", batch_size=32)], extra_columns={"model": model}))
+    labels = label_table(tables, skin_tone_attributes())
+    write_labels(labels, storage.join(eval_uri, "labels.parquet"))
+    result = score_table(labels, bootstrap=bootstrap)
+    storage.write_json(storage.join(eval_uri, "metrics.json"), result)
+    return result

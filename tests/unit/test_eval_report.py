@@ -1,0 +1,87 @@
+"""The report folder, from a run of painted faces; its HTML checked by headless Chromium."""
+
+import os
+import re
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dft.evaluate.config import ReportConfig
+from dft.evaluate.report import write_report
+from dft.evaluate.synthetic_faces import painted_eval_run
+from dft.runs import Run
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    run = Run(str(tmp_path_factory.mktemp("r") / "run"))
+    result = painted_eval_run(run.uri, n_per_prompt=16, prompts=["a photo of a doctor", "a photo of a person"], bootstrap=100)
+    counts = write_report(run, ReportConfig(contact_sheet_images=8))
+    return Path(run.report), result, counts
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.tables, self.rows = [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.imgs.append(a.get("src"))
+        elif tag == "table":
+            self.tables.append(a.get("id"))
+        elif tag == "tr":
+            self.rows += 1
+
+
+def test_report_files(report):
+    folder, result, counts = report
+    assert {p.name for p in folder.iterdir()} >= {"index.html", "report.md", "metrics.json", "charts", "sheets"}
+    assert counts["models"] == 2 and counts["prompts"] == 2
+    sheets = sorted((folder / "sheets").glob("*.png"))
+    assert len(sheets) == 4  # 2 prompts x 2 models
+    assert Image.open(sheets[0]).size[0] > 100
+    md = (folder / "report.md").read_text()
+    assert "| skin_tone | imbalance |" in md and "perceived" in md
+    # the stand-in fine-tuned model paints even tones: the report must say the imbalance got better
+    row = result["comparison"]["attributes"]["skin_tone_group"]["imbalance"]
+    assert row["verdict"] == "better"
+    assert re.search(r"\| skin_tone_group \| imbalance \| lower \|[^\n]*\| better", md)
+
+
+def test_html_is_self_contained(report):
+    folder, _, _ = report
+    html = (folder / "index.html").read_text()
+    p = _Collect()
+    p.feed(html)
+    assert p.imgs and all(not re.match(r"^[a-z]+://", s) and not s.startswith("/") for s in p.imgs)
+    for src in p.imgs:
+        assert (folder / src).is_file(), src
+    assert "<script" not in html and "http" not in html
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="headless Chromium is not installed (/usr/bin/chromium; apt-get install chromium)")
+def test_html_in_headless_chromium(report, tmp_path):
+    folder, result, _ = report
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (folder / "index.html").as_uri()
+    dom = subprocess.run(args + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    p = _Collect()
+    p.feed(dom)
+    assert "summary" in p.tables
+    metrics_rows = sum(len(a["mean"]) + 1 for a in result["models"]["base"]["attributes"].values())
+    assert p.rows >= metrics_rows + 1  # header + one row per attribute and metric (+ unreadable rate)
+    assert len(p.imgs) >= 4 + 3 * 2  # sheets + per-attribute metric charts and distributions
+    assert "a photo of a doctor" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run(args + ["--window-size=1200,1600", f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    img = Image.open(shot).convert("RGB")
+    colours = img.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 500  # rendered text and chart bars, not a blank page
