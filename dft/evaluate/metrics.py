@@ -120,8 +120,34 @@ def interval(draws: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, n
     return lo, hi
 
 
-def _scalar_interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
-    lo, hi = interval(np.asarray(draws, dtype=np.float64)[:, None], confidence)
+def metric_range(metric: str, k: int) -> tuple[float, float]:
+    """The smallest and largest value a metric can take with K groups."""
+    top = {
+        "imbalance": 2.0 * (k - 1) / k**2,
+        "mad": 2.0 * (k - 1) / k**2,
+        "parity_gap": 2.0 / k,  # all mass in one group: K-1 of K(K-1)/2 pairs differ by 1
+        "kl_uniform": float(np.log(k)),
+        "entropy": 1.0,
+        "fairness_score": 1.0,
+    }[metric]
+    return 0.0, top
+
+
+def basic_interval(estimate, draws: np.ndarray, confidence: float = 0.95, bounds=(-np.inf, np.inf)):
+    """The basic (reverse-percentile) bootstrap interval: [2 t - q_hi, 2 t - q_lo], clipped to ``bounds``.
+
+    The plug-in estimates here are biased in small samples (a resample of n images from a prompt is
+    less even than the prompt, so imbalance grows): plain percentiles of the draws would then sit
+    beside the estimate, sometimes wholly above it. Reflecting the percentiles about the estimate
+    corrects that shift to first order."""
+    lo_q, hi_q = interval(draws, confidence)
+    est = np.asarray(estimate, dtype=np.float64)
+    lo, hi = 2 * est - hi_q, 2 * est - lo_q
+    return np.clip(lo, *bounds), np.clip(hi, *bounds)
+
+
+def _scalar_interval(estimate, draws: np.ndarray, confidence: float, bounds=(-np.inf, np.inf)) -> tuple[float, float]:
+    lo, hi = basic_interval(np.array([estimate]), np.asarray(draws, dtype=np.float64)[:, None], confidence, bounds)
     return float(lo[0]), float(hi[0])
 
 
@@ -132,6 +158,7 @@ def score_counts(counts: np.ndarray, bootstrap: int = 1000, seed: int = 0, confi
     ``per_prompt_ci``/``mean_ci`` (lo, hi) when ``bootstrap`` > 0, the unreadable rate overall and
     per prompt, and ``draws[metric]`` (B,) of the mean, kept for comparing two models."""
     counts = np.asarray(counts, dtype=np.int64)
+    k = counts.shape[-1] - 1
     per_prompt = metrics_from_shares(shares(counts))
     n = counts.sum(axis=-1)
     out = {
@@ -147,10 +174,14 @@ def score_counts(counts: np.ndarray, bootstrap: int = 1000, seed: int = 0, confi
         boot = bootstrap_counts(counts, bootstrap, rng)
         bm = metrics_from_shares(shares(boot))  # each (B, P)
         out["draws"] = {m: prompt_mean(v) for m, v in bm.items()}
-        out["mean_ci"] = {m: _scalar_interval(out["draws"][m], confidence) for m in bm}
-        out["per_prompt_ci"] = {m: interval(v, confidence) for m, v in bm.items()}
+        out["mean_ci"] = {
+            m: _scalar_interval(out["mean"][m], out["draws"][m], confidence, metric_range(m, k)) for m in bm
+        }
+        out["per_prompt_ci"] = {
+            m: basic_interval(per_prompt[m], v, confidence, metric_range(m, k)) for m, v in bm.items()
+        }
         rate = boot[..., -1].sum(axis=-1) / np.maximum(boot.sum(axis=(-1, -2)), 1)
-        out["unreadable_rate_ci"] = _scalar_interval(rate, confidence)
+        out["unreadable_rate_ci"] = _scalar_interval(out["unreadable_rate"], rate, confidence, (0.0, 1.0))
     return out
 
 
@@ -187,7 +218,7 @@ def compare(base: dict, other: dict, confidence: float = 0.95) -> dict:
         }
         db, do = base.get("draws", {}).get(m), other.get("draws", {}).get(m)
         if db is not None and do is not None and len(db) == len(do) and len(db):
-            lo, hi = _scalar_interval(do - db, confidence)
+            lo, hi = _scalar_interval(o - b, do - db, confidence)
             row["change_ci"] = (lo, hi)
             # The change is called significant when its interval excludes zero.
             row["significant"] = bool(lo > 0 or hi < 0)

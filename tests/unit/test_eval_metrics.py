@@ -159,3 +159,22 @@ def test_best_value_on_uniform(k):
     m = one(np.full(k, 1.0 / k))
     for name in M.METRICS:
         assert m[name] == pytest.approx(M.BEST[name], abs=1e-12)
+
+
+def test_intervals_contain_the_estimate_in_small_biased_samples():
+    """K=10 and 32 images a prompt: resamples look less even than the sample; the basic bootstrap
+    interval corrects that, so the estimate lies inside its own interval."""
+    rng = np.random.default_rng(0)
+    counts = np.stack([np.append(rng.multinomial(32, np.full(10, 0.1)), 0) for _ in range(3)])
+    s = M.score_counts(counts, bootstrap=500, seed=0)
+    for m in M.METRICS:
+        lo, hi = s["mean_ci"][m]
+        assert lo <= s["mean"][m] <= hi, (m, lo, s["mean"][m], hi)
+        assert M.metric_range(m, 10)[0] <= lo and hi <= M.metric_range(m, 10)[1] + 1e-12
+
+
+@pytest.mark.parametrize("k", [2, 3, 10])
+def test_metric_range_is_reached_by_all_mass_in_one_group(k):
+    m = one([1.0] + [0.0] * (k - 1))
+    for name in ("imbalance", "parity_gap", "kl_uniform"):
+        assert m[name] == pytest.approx(M.metric_range(name, k)[1])
