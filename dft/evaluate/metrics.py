@@ -61,6 +61,7 @@ def metrics_from_shares(p: np.ndarray) -> dict[str, np.ndarray]:
     ps = np.sort(p, axis=-1)
     weights = 2.0 * np.arange(K) - K + 1
     parity_gap = (ps * weights).sum(axis=-1) / (K * (K - 1) / 2.0)
+    parity_gap = np.maximum(parity_gap, 0.0)  # rounding can leave -1e-17 on even shares
     mad = np.abs(p - p.mean(axis=-1, keepdims=True)).mean(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
@@ -134,16 +135,20 @@ def metric_range(metric: str, k: int) -> tuple[float, float]:
 
 
 def basic_interval(estimate, draws: np.ndarray, confidence: float = 0.95, bounds=(-np.inf, np.inf)):
-    """The basic (reverse-percentile) bootstrap interval: [2 t - q_hi, 2 t - q_lo], clipped to ``bounds``.
+    """Bias-corrected percentile interval: the draws' percentiles shifted by the bootstrap estimate
+    of bias (mean of the draws minus the estimate), clipped to ``bounds``.
 
     The plug-in estimates here are biased in small samples (a resample of n images from a prompt is
-    less even than the prompt, so imbalance grows): plain percentiles of the draws would then sit
-    beside the estimate, sometimes wholly above it. Reflecting the percentiles about the estimate
-    corrects that shift to first order."""
+    less even than the prompt itself, so imbalance grows): plain percentiles of the draws then sit
+    beside the estimate, sometimes wholly above it. Shifting them by the bias puts them back around it."""
     lo_q, hi_q = interval(draws, confidence)
     est = np.asarray(estimate, dtype=np.float64)
-    lo, hi = 2 * est - hi_q, 2 * est - lo_q
-    return np.clip(lo, *bounds), np.clip(hi, *bounds)
+    import warnings
+
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # a prompt with no readable image: NaN, as meant
+        bias = np.nanmean(draws, axis=0) - est
+    return np.clip(lo_q - bias, *bounds), np.clip(hi_q - bias, *bounds)
 
 
 def _scalar_interval(estimate, draws: np.ndarray, confidence: float, bounds=(-np.inf, np.inf)) -> tuple[float, float]:

@@ -162,7 +162,7 @@ def test_best_value_on_uniform(k):
 
 
 def test_intervals_contain_the_estimate_in_small_biased_samples():
-    """K=10 and 32 images a prompt: resamples look less even than the sample; the basic bootstrap
+    """K=10 and 32 images a prompt: resamples look less even than the sample; the bias-corrected
     interval corrects that, so the estimate lies inside its own interval."""
     rng = np.random.default_rng(0)
     counts = np.stack([np.append(rng.multinomial(32, np.full(10, 0.1)), 0) for _ in range(3)])
