@@ -82,6 +82,25 @@ def check_resume(cfg, state: dict | None) -> None:
         )
 
 
+def _s3_storage(env: dict | None):
+    """Ray Train's storage filesystem for s3:// runs: s3fs (the same client dft.storage uses) wrapped
+    for pyarrow. pyarrow's native S3 client completes an empty object (Ray's storage marker) as a
+    zero-part multipart upload, which S3-compatible servers such as moto reject.
+
+    Ray pickles this filesystem into its controller and workers. With explicit keys (``env``: a test's
+    local S3 server) they travel with it; otherwise every process uses its own credential chain."""
+    import pyarrow.fs as pafs
+    import s3fs
+
+    kwargs: dict = {}
+    endpoint = (env or {}).get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        kwargs["client_kwargs"] = {"endpoint_url": endpoint}
+    if env and env.get("AWS_ACCESS_KEY_ID"):
+        kwargs.update(key=env["AWS_ACCESS_KEY_ID"], secret=env.get("AWS_SECRET_ACCESS_KEY", ""))
+    return pafs.PyFileSystem(pafs.FSSpecHandler(s3fs.S3FileSystem(**kwargs)))
+
+
 def run_config(cfg, worker_env: dict | None = None):
     import ray.train
 
@@ -91,8 +110,7 @@ def run_config(cfg, worker_env: dict | None = None):
     env.update(worker_env or {})
     kwargs = {}
     if storage.is_s3(uri):
-        fs, path = storage.pyarrow_filesystem(uri)
-        kwargs.update(storage_path=path, storage_filesystem=fs)
+        kwargs.update(storage_path=uri.split("://", 1)[1], storage_filesystem=_s3_storage(worker_env))
     else:
         storage.makedirs(uri)
         kwargs.update(storage_path=storage.normalize(uri))
