@@ -44,3 +44,12 @@ output "eks_cluster_name" {
 output "eks_kubeconfig_command" {
   value = var.create_eks ? "aws eks update-kubeconfig --region ${var.region} --name ${module.eks[0].cluster_name}" : null
 }
+
+output "availability_zones" {
+  value = var.create_network ? module.network[0].availability_zones : []
+}
+
+output "ray_cluster_name" {
+  description = "cluster_name the head's autoscaler permissions are scoped to."
+  value       = var.ray_cluster_name
+}

@@ -98,6 +98,14 @@ data "aws_iam_policy_document" "autoscaler" {
     resources = [aws_iam_instance_profile.worker.arn]
   }
 
+  # Node configs name their AMI as resolve:ssm:/aws/service/deeplearning/...; EC2 resolves it with
+  # the caller's permissions.
+  statement {
+    sid       = "ResolvePublicAmiParameters"
+    actions   = ["ssm:GetParameters", "ssm:GetParameter"]
+    resources = ["arn:${data.aws_partition.current.partition}:ssm:*::parameter/aws/service/*"]
+  }
+
   # The first spot request of an account creates EC2's spot service-linked role.
   statement {
     sid       = "SpotServiceLinkedRole"
