@@ -185,3 +185,88 @@ def train_unet(pipe, latents: torch.Tensor, captions: list[str], cfg: BaseModelC
     unet.eval()
     te.eval()
     return losses
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and caching the base model
+
+
+def base_model_dir(cfg: BaseModelConfig, cache_dir: str | None = None) -> Path:
+    from dft.models.sources import cache_root
+
+    return cache_root(cache_dir) / "world" / f"base-{cfg.hash()}"
+
+
+def corpus_dir(cfg: BaseModelConfig, cache_dir: str | None = None) -> Path:
+    from dft.models.sources import cache_root
+
+    return cache_root(cache_dir) / "world" / f"corpus-{cfg.corpus.hash()}"
+
+
+def vae_fidelity(vae, images: np.ndarray, truth: dict, every: int = 4) -> dict[str, float]:
+    """Share of VAE reconstructions whose attributes read back as the truth (the first precondition)."""
+    from dft.world.reader import read_images
+
+    sel = np.arange(0, len(images), every)
+    readings = read_images(reconstruct(vae, images[sel]))
+    return {
+        a: float(np.mean([getattr(r, a) == truth[a][i] for r, i in zip(readings, sel)]))
+        for a in ("ethnicity", "gender", "profession")
+    }
+
+
+def build_base_model(cfg: BaseModelConfig | None = None, cache_dir: str | None = None) -> str:
+    """The biased base model's folder (a model source), built once per machine and config."""
+    from dft.models.sources import _locked_materialize
+
+    cfg = cfg or BaseModelConfig()
+    target = base_model_dir(cfg, cache_dir)
+    return str(_locked_materialize(target, lambda tmp: _train_into(cfg, tmp, cache_dir)))
+
+
+def _train_into(cfg: BaseModelConfig, folder: Path, cache_dir: str | None) -> None:
+    import pyarrow.parquet as pq
+
+    from dft.models.sources import load_pipeline
+    from dft.world.corpus import build_corpus, load_corpus_images
+
+    threads = torch.get_num_threads()
+    # One intra-op thread: on a shared 2-core machine two OpenMP threads wait on each other far more
+    # than they help for these small convolutions (measured ~10x slower under load).
+    torch.set_num_threads(1)
+    try:
+        t0 = time.time()
+        cdir = corpus_dir(cfg, cache_dir)
+        counts = build_corpus(cfg.corpus, str(cdir))
+        images, meta = load_corpus_images(str(cdir))
+        truth = pq.read_table(str(cdir / "truth.parquet")).to_pydict()
+        pipe = load_pipeline(cfg.init_source, cache_dir=cache_dir)
+        pipe.register_modules(vae=make_vae(cfg))
+        t1 = time.time()
+        vae_losses = train_vae(pipe.vae, images, cfg)
+        fidelity = vae_fidelity(pipe.vae, images, truth)
+        log.info("world VAE: reconstructions read back %s", fidelity)
+        latents = encode_latents(pipe.vae, images)
+        scale = set_latent_scale(pipe.vae, latents)
+        t2 = time.time()
+        unet_losses = train_unet(pipe, latents * scale, meta.column("prompt").to_pylist(), cfg)
+        t3 = time.time()
+        pipe.save_pretrained(str(folder), safe_serialization=True)
+        info = {
+            "config": asdict(cfg),
+            "hash": cfg.hash(),
+            "corpus": counts,
+            "corpus_uri": str(cdir),
+            "vae_reconstruction_fidelity": fidelity,
+            "latent_scaling_factor": scale,
+            "vae_losses": vae_losses,
+            "unet_losses": unet_losses,
+            "seconds": {"corpus": round(t1 - t0, 1), "vae": round(t2 - t1, 1), "unet": round(t3 - t2, 1)},
+        }
+        (folder / "world_base.json").write_text(json.dumps(info, indent=1))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def base_model_info(folder: str) -> dict:
+    return json.loads((Path(folder) / "world_base.json").read_text())
