@@ -216,8 +216,10 @@ def train_loop_per_worker(config: dict) -> None:
     ema = EMA(trainable_named_parameters(engine.module), cfg.ema_decay) if cfg.ema_decay else None
 
     step, epoch, position, samples_seen = 0, 0, 0, 0
+    timing: dict = {}
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
+        t_restore = time.perf_counter()
         with ckpt.as_directory() as d:
             with open(os.path.join(d, STATE)) as f:
                 state = json.load(f)
@@ -235,6 +237,7 @@ def train_loop_per_worker(config: dict) -> None:
                 position = 0
             if ema is not None and os.path.exists(os.path.join(d, EMA_FILE)):
                 ema.load_state_dict(torch.load(os.path.join(d, EMA_FILE), map_location="cpu"))
+        timing["restore_s"] = time.perf_counter() - t_restore
         _progress_logger().info("rank %d resumed from step %d (epoch %d, batch %d)", rank, step, epoch, position)
 
     # Fresh randomness per rank and per resume point: noise, timesteps and caption draws.
@@ -252,13 +255,13 @@ def train_loop_per_worker(config: dict) -> None:
         n = max(window["n"], 1)
         m = {"step": stats.step, "loss": window["loss"] / n, "lr": stats.lr, "grad_norm": stats.grad_norm,
              "samples_per_s": window["samples"] / dt if dt > 0 else 0.0, "steps_per_s": n / dt if dt > 0 else 0.0,
-             "epoch": stream.epoch, "samples_seen": samples_seen_now[0]}
-        window.update(loss=0.0, n=0, samples=0, t=time.perf_counter())
+             "epoch": stream.epoch, "samples_seen": samples_seen_now[0], **timing}
         return m
 
     samples_seen_now = [samples_seen]
 
     def save(metrics: dict, step_: int) -> None:
+        t_save = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="dft-ckpt-") as d:
             tag = f"step-{step_:08d}"
             engine.save_checkpoint(os.path.join(d, DS_DIR), tag=tag)
@@ -273,6 +276,8 @@ def train_loop_per_worker(config: dict) -> None:
                     torch.save(ema.state_dict(), os.path.join(d, EMA_FILE))
                 logs.sync()
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        # Reported with the next metrics: the save of step N (DeepSpeed files + upload to storage).
+        timing["checkpoint_s"] = time.perf_counter() - t_save
         last_saved["step"] = step_
 
     def on_step(stats: StepStats) -> None:
@@ -305,6 +310,8 @@ def train_loop_per_worker(config: dict) -> None:
                 save(m, s)
             else:
                 ray.train.report(m)
+            # After the report (and save): samples/s measures training, not checkpointing.
+            window.update(loss=0.0, n=0, samples=0, t=time.perf_counter())
 
     try:
         last = run_steps(DeepSpeedBackend(engine, world), batches, start_step=step, max_steps=cfg.max_steps,
