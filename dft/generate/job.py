@@ -36,6 +36,15 @@ from dft.generate.shards import (
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "DFT_FAULT_INJECT"
+# What workers need to see the driver's world (offline hub, model cache, S3 endpoint). Never credentials:
+# those come from the workers' own environment or instance role, or explicitly through ``worker_env``.
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "DFT_CACHE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                 "AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def _runtime_env(worker_env: dict[str, str] | None) -> dict | None:
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ} | dict(worker_env or {})
+    return {"env_vars": env} if env else None
 
 
 class GenerationFailed(RuntimeError):
@@ -109,7 +118,7 @@ def _compute(cfg: GenerateConfig):
     return ray.data.ActorPoolStrategy(size=cfg.num_actors)
 
 
-def _generate_stage(ds, plan: Plan, out_uri: str, model_source: str, cfg: GenerateConfig, cache_dir):
+def _generate_stage(ds, plan: Plan, out_uri: str, model_source: str, cfg: GenerateConfig, cache_dir, runtime_env):
     return ds.map_batches(
         GenerateAndWrite,
         fn_constructor_kwargs=dict(model_source=model_source, cfg=cfg, out_uri=out_uri, shard_size=plan.shard_size,
@@ -123,28 +132,30 @@ def _generate_stage(ds, plan: Plan, out_uri: str, model_source: str, cfg: Genera
         # its actor every time (a segfault, OOM) must end the job, not loop forever.
         max_restarts=cfg.actor_max_restarts,
         max_task_retries=cfg.actor_max_restarts,
+        runtime_env=runtime_env,
     )
 
 
 def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: str, model_source: str,
-                  cfg: GenerateConfig, cache_dir: str | None, progress: bool) -> int:
+                  cfg: GenerateConfig, cache_dir: str | None, progress: bool, worker_env: dict | None) -> int:
     """Generate the shards in ``todo``; returns images made. Shards are committed as they complete."""
     import ray
 
     ctx = ray.data.DataContext.get_current()
     saved_bars = ctx.enable_progress_bars
     ctx.enable_progress_bars = progress
-    commit = ray.remote(num_cpus=0, max_retries=3)(commit_shard)
+    runtime_env = _runtime_env(worker_env)
+    commit = ray.remote(num_cpus=0, max_retries=3)(commit_shard).options(runtime_env=runtime_env)
     specs = [{"shard": i, "start": plan.bounds(i)[0], "stop": plan.bounds(i)[1]} for i in todo]
     ds = ray.data.from_items(specs, override_num_blocks=len(specs))
     # Reading prompt rows is a footnote next to diffusion: 0 CPUs, so it never waits behind the actors.
     ds = ds.map_batches(read_shard_rows, fn_kwargs={"source": source}, batch_size=1, batch_format="pyarrow",
-                        num_cpus=0)
+                        num_cpus=0, runtime_env=runtime_env)
     with warnings.catch_warnings():
         # Ray 2.60 has no named parameter for max_restarts / max_task_retries of map_batches actors; the
         # keyword form still works and is the documented way (it warns that it moves in 2.64).
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        ds = _generate_stage(ds, plan, out_uri, model_source, cfg, cache_dir)
+        ds = _generate_stage(ds, plan, out_uri, model_source, cfg, cache_dir, runtime_env)
 
     seen: dict[int, set[int]] = {}
     pending: dict[int, Any] = {}
@@ -220,11 +231,14 @@ def _json_line(obj: dict) -> str:
 
 
 def generate_dataset(prompts, out_uri: str, model_source: str, cfg: GenerateConfig, *,
-                     cache_dir: str | None = None, progress: bool = True) -> dict:
+                     cache_dir: str | None = None, progress: bool = True,
+                     worker_env: dict[str, str] | None = None) -> dict:
     """Generate one image per prompt row into ``out_uri`` (local or s3://); resumable.
 
     ``prompts``: a folder URI of PROMPT_SCHEMA Parquet files, or a ``pyarrow.Table``. Needs a connected
-    Ray (``dft.cluster.connect``); never shuts it down. Returns counts: rows, images, failures, shards,
+    Ray (``dft.cluster.connect``); never shuts it down. ``worker_env``: extra environment variables for the
+    workers (e.g. S3 credentials where workers have no role); the S3 endpoint, region and model cache
+    variables of the driver are forwarded by themselves. Returns counts: rows, images, failures, shards,
     shards_generated, bytes, seconds, images_per_s. Raises GenerationFailed when the failed share of
     rows passes ``cfg.max_failures_fraction`` (after writing failures.jsonl and the manifest)."""
     from dft.models.sources import resolve_model_source
@@ -244,8 +258,9 @@ def generate_dataset(prompts, out_uri: str, model_source: str, cfg: GenerateConf
         storage.remove(parts_uri(out_uri, i), recursive=True)
     made = 0
     if todo:
-        made = _run_pipeline(plan, source, todo, out_uri, model_source, cfg, cache_dir, progress)
+        made = _run_pipeline(plan, source, todo, out_uri, model_source, cfg, cache_dir, progress, worker_env)
         markers = committed_shards(out_uri)
+    storage.remove(storage.join(out_uri, "_parts"), recursive=True)
     seconds = time.perf_counter() - t0
     manifest = _write_summary(out_uri, plan, markers, {"resumed": resumed})
     counts = {
@@ -254,6 +269,7 @@ def generate_dataset(prompts, out_uri: str, model_source: str, cfg: GenerateConf
         "failures": manifest["failures"],
         "shards": plan.num_shards,
         "shards_generated": len(todo),
+        "shards_skipped": plan.num_shards - len(todo),
         "bytes": manifest["bytes"],
         "seconds": round(seconds, 2),
         "images_per_s": round(made / seconds, 3) if made else 0.0,

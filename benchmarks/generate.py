@@ -1,0 +1,137 @@
+"""Generation throughput: the full Ray Data job against a bare in-process loop, and the driver's memory.
+
+    .venv/bin/python benchmarks/generate.py [--rows 32] [--steps 10] [--size 64] [--batch-size 4]
+
+1. bare loop: one process builds ``ImageGenerator`` and calls it over the rows in batches (encoding
+   included, nothing written), timed from model load to the last image;
+2. Ray job: ``generate_dataset`` on the same rows, model, settings and batch size, one actor holding
+   all CPUs (the same compute as the bare loop), timed from the call to the manifest (actor start,
+   shard writes and commits included; a running Ray is assumed, as on a cluster);
+3. driver memory: the Ray job's driver peak RSS at N and 10N rows of a near-free model, to show the
+   driver streams (nothing about the rows is materialized on it).
+
+Each measurement runs in its own fresh process so imports and peaks do not leak between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def _table(rows: int):
+    """The first ``rows`` rows of the default diverse prompt table (tens of thousands of combinations)."""
+    import pyarrow as pa
+
+    from dft.prompts.config import PromptsConfig
+    from dft.prompts.table import PromptTable
+
+    table = PromptTable(PromptsConfig(images_per_prompt=1, chunk_rows=max(rows, 1)))
+    if table.num_rows < rows:
+        raise SystemExit(f"the default prompt table has only {table.num_rows} rows")
+    return pa.Table.from_batches([next(table.batches())]).slice(0, rows)
+
+
+def _gen_cfg(args, **extra):
+    from dft.generate.config import GenerateConfig
+
+    return GenerateConfig(steps=args.steps, height=args.size, width=args.size, batch_size=args.batch_size,
+                          shard_size=args.shard_size, **extra)
+
+
+def bare(args) -> dict:
+    from dft.generate.core import ImageGenerator
+
+    table = _table(args.rows)
+    t0 = time.perf_counter()
+    gen = ImageGenerator(args.model, _gen_cfg(args))
+    n = 0
+    for start in range(0, table.num_rows, args.batch_size):
+        part = table.slice(start, args.batch_size)
+        out = gen({c: part.column(c).to_numpy(zero_copy_only=False) for c in part.column_names})
+        n += sum(e is None for e in out["error"])
+    seconds = time.perf_counter() - t0
+    return {"images": n, "seconds": seconds, "images_per_s": n / seconds}
+
+
+def ray_job(args) -> dict:
+    import logging
+
+    import ray
+
+    from dft.generate.job import generate_dataset
+
+    logging.basicConfig(level=logging.WARNING)
+    cpus = os.cpu_count() or 2
+    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    table = _table(args.rows)
+    cfg = _gen_cfg(args, num_actors=args.actors, num_cpus_per_actor=cpus / args.actors)
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        counts = generate_dataset(table, os.path.join(out, "gen"), args.model, cfg, progress=False)
+        seconds = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ray.shutdown()
+    return {"images": counts["images"], "seconds": seconds, "images_per_s": counts["images"] / seconds,
+            "driver_peak_rss_mb": peak_mb, "shards": counts["shards"]}
+
+
+def _child(mode: str, args, **override) -> dict:
+    argv = [sys.executable, __file__, "--child", mode]
+    params = vars(args) | override
+    for k, v in params.items():
+        if k not in ("child",) and v is not None:
+            argv += [f"--{k.replace('_', '-')}", str(v)]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=560)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+    if res.returncode or not lines:
+        sys.stderr.write(res.stdout[-3000:] + res.stderr[-5000:])
+        raise SystemExit(f"{mode} run failed (exit {res.returncode})")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="small-sd")
+    p.add_argument("--rows", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--shard-size", type=int, default=16)
+    p.add_argument("--actors", type=int, default=1)
+    p.add_argument("--mem-rows", type=int, default=200, help="N of the memory check (also runs 10N)")
+    p.add_argument("--child", choices=["bare", "ray"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        result = bare(args) if args.child == "bare" else ray_job(args)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+
+    print(f"model {args.model} {args.size}x{args.size}, {args.steps} steps, {args.rows} rows, batch {args.batch_size}, "
+          f"{os.cpu_count()} CPUs, Ray job with {args.actors} actor(s)")
+    b = _child("bare", args)
+    r = _child("ray", args)
+    print(f"bare loop : {b['images']:5d} images in {b['seconds']:7.1f}s = {b['images_per_s']:.3f} images/s")
+    print(f"Ray job   : {r['images']:5d} images in {r['seconds']:7.1f}s = {r['images_per_s']:.3f} images/s "
+          f"({r['shards']} shards written)")
+    print(f"ratio Ray job / bare loop: {r['images_per_s'] / b['images_per_s']:.3f}  (goal >= 0.85)")
+
+    n = args.mem_rows
+    small = dict(model="tiny-sd", steps=1, size=32, batch_size=16, shard_size=100, actors=1)
+    m1 = _child("ray", args, rows=n, **small)
+    m10 = _child("ray", args, rows=10 * n, **small)
+    print(f"driver peak RSS: {m1['driver_peak_rss_mb']:.0f} MB at {n} rows, {m10['driver_peak_rss_mb']:.0f} MB at "
+          f"{10 * n} rows (ratio {m10['driver_peak_rss_mb'] / m1['driver_peak_rss_mb']:.2f}; tiny-sd, 1 step)")
+
+
+if __name__ == "__main__":
+    main()
