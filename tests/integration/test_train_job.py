@@ -120,3 +120,20 @@ def test_checkpoints_and_export_on_s3(ray_session, s3_uri, tmp_path):
     assert storage.exists(storage.join(run.finetuned_model, "unet", "diffusion_pytorch_model.safetensors"))
     pipe = load_pipeline(run.finetuned_model)  # an s3:// model source, as generation would use it
     assert not any("lora_" in n for n, _ in pipe.unet.named_parameters())  # merged on export
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_a_clear_error_keeping_the_last_good_checkpoint(ray_session, tmp_run):
+    from dft.train.job import NonFiniteLossError, latest_state
+    from dft.train.stage import run_train
+
+    write_shards(Run(tmp_run).synthetic, n=16, shard_size=16)
+    # An absurd learning rate without clipping blows the weights up after the first update.
+    cfg = _cfg(tmp_run, num_workers=1, max_steps=6, checkpoint_every=1, learning_rate=1e30, max_grad_norm=None,
+               keep_checkpoints=6)
+    with pytest.raises(NonFiniteLossError, match=r"loss is (nan|inf|-inf) at step \d.*Latest good checkpoint"):
+        run_train(cfg)
+    state = latest_state(cfg)
+    assert state is not None and 1 <= state["step"] < 6
+    assert Run(tmp_run).marker("train") is None  # not finished: no marker, no export
+    assert not os.path.exists(Run(tmp_run).finetuned_model)
