@@ -164,12 +164,26 @@ def contact_sheet(samples: list[dict], labels: dict[str, dict], attrs: list[str]
         x, y = 4 + (i % cols) * (thumb + 4), 4 + (i // cols) * (thumb + cap + 4)
         sheet.paste(im, (x, y))
         lab = labels.get(s["key"], {})
-        text = [f"{a.replace('skin_tone', 'MST').replace('_group', '')}: {lab.get(a) or '?'}" for a in attrs[:2]]
+        text = _caption(lab, attrs)
         for j, t in enumerate(text):
             draw.text((x, y + thumb + 1 + 11 * j), t[: thumb // 6], fill=(40, 40, 40))
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _caption(lab: dict, attrs: list[str]) -> list[str]:
+    """Up to two short lines: perceived gender, and the Monk tone with its coarse group."""
+    lines = []
+    for a in attrs:
+        if a == "skin_tone_group" and "skin_tone" in attrs:
+            continue
+        if a == "skin_tone":
+            group = f" ({lab.get('skin_tone_group')})" if lab.get("skin_tone_group") else ""
+            lines.append(f"MST {lab.get(a) or '?'}{group}")
+        else:
+            lines.append(f"{a}: {lab.get(a) or '?'}")
+    return lines[:2]
 
 
 def _load_labels(run) -> dict[str, dict]:

@@ -169,7 +169,8 @@ UNREADABLE_DECODE = "decode_error"
 class FaceSkinTone:
     """Haar face detection -> skin pixels inside the face -> ``skin_tone_from_pixels``.
 
-    ``min_face`` is the smallest face side in pixels the cascade looks for; small images are
+    ``min_face`` is the smallest face side in pixels the cascade looks for (and at least
+    ``min_face_fraction`` of the image's shorter side); small images are
     upscaled to ``min_side`` first so the 24x24 cascade has something to see. The largest face
     wins. Skin is taken from the central part of the face box (cheeks, forehead, nose), where
     the colour rule has the least hair and background to reject."""
@@ -183,6 +184,7 @@ class FaceSkinTone:
         scale_factor: float = 1.1,
         min_neighbors: int = 4,
         max_blown_fraction: float = 0.4,
+        min_face_fraction: float = 0.1,
     ):
         import cv2
 
@@ -196,6 +198,7 @@ class FaceSkinTone:
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.max_blown_fraction = max_blown_fraction
+        self.min_face_fraction = min_face_fraction
 
     def detect(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
         """The largest face box (x, y, w, h) in image coordinates, or None."""
@@ -207,8 +210,11 @@ class FaceSkinTone:
         gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
         # Equalising makes dark faces (low contrast between skin and eyes) visible to the cascade.
         gray = cv2.equalizeHist(gray)
+        # Faces smaller than a tenth of the image side are not portraits worth a reading, and skipping
+        # those scales is most of the cascade's time on large images.
+        least = max(self.min_face, int(self.min_face_fraction * min(gray.shape)))
         faces = self.detector.detectMultiScale(
-            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(self.min_face, self.min_face)
+            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(least, least)
         )
         if len(faces) == 0:
             return None
