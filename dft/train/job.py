@@ -54,6 +54,10 @@ def experiment_uri(cfg) -> str:
     return storage.join(Run(cfg.run.uri).checkpoints, cfg.run.name)
 
 
+def stop_uri(cfg) -> str:
+    return storage.join(Run(cfg.run.uri).checkpoints, "_stopped", f"{cfg.run.name}.json")
+
+
 def latest_state(cfg) -> dict | None:
     """state.json of the newest checkpoint in storage, if any (read before claiming resources)."""
     found = storage.glob(experiment_uri(cfg), "checkpoint_*/state.json")
@@ -161,6 +165,8 @@ def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
         "structure": structure(cfg),
         "run_name": cfg.run.name,
         "tb_uri": run.path("logs", "train"),
+        # Where rank 0 records a deliberate stop (non-finite loss): Ray keeps only checkpointed metrics.
+        "stop_uri": stop_uri(cfg),
         "fault_marker_uri": run.path("checkpoints", "_faults", f"step-{t.fault_inject_step}") if t.fault_inject_step else None,
     }
     trainer = TorchTrainer(
@@ -174,11 +180,13 @@ def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
     log.info("training %s on %d worker(s) (%s), ZeRO %d, %d steps of %d x %d x %d samples", cfg.model.source,
              t.num_workers, "GPU" if use_gpu else "CPU", t.zero_stage, t.max_steps, t.batch_size, t.grad_accum,
              t.num_workers)
+    storage.remove(stop_uri(cfg))
     result = trainer.fit()
     metrics = dict(result.metrics or {})
-    if metrics.get("nonfinite_loss"):
+    if storage.exists(stop_uri(cfg)):
+        stop = storage.read_json(stop_uri(cfg))
         kept = result.checkpoint.path if result.checkpoint else "none yet"
-        raise NonFiniteLossError(f"{metrics['nonfinite_loss']} Latest good checkpoint: {kept}")
+        raise NonFiniteLossError(f"{stop['message']} Latest good checkpoint: {kept}")
     if result.checkpoint is None:
         raise RuntimeError(f"training ended without a checkpoint under {experiment_uri(cfg)}")
     ckpt_uri = result.checkpoint.path
