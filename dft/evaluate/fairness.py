@@ -95,6 +95,8 @@ def attribute_groups(table: pa.Table) -> dict[str, list[str] | None]:
             t = t.value_type
         if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t) or pa.types.is_boolean(t):
             out[name] = KNOWN_GROUPS.get(name)
+        elif pa.types.is_null(t) and name in KNOWN_GROUPS:  # a CSV column with nothing readable in it
+            out[name] = KNOWN_GROUPS[name]
     return out
 
 

@@ -132,3 +132,11 @@ def test_ten_million_rows_in_seconds():
     elapsed = time.perf_counter() - t0
     assert r["models"]["labels"]["attributes"]["skin_tone"]["images"] == n
     assert elapsed < 20, elapsed
+
+
+def test_csv_with_nothing_readable_still_scores_the_known_attribute(tmp_path, capsys):
+    (tmp_path / "l.csv").write_text('"prompt","skin_tone","skin_tone_reason"\n"p",,"no_face"\n"p",,"no_face"\n')
+    assert fairness_cli(str(tmp_path / "l.csv"), as_json=True, bootstrap=10) == 0
+    blk = json.loads(capsys.readouterr().out)["models"]["labels"]["attributes"]["skin_tone"]
+    assert blk["unreadable_rate"] == 1.0 and blk["unreadable_reasons"] == {"no_face": 2}
+    assert blk["mean"]["imbalance"]["value"] is None
