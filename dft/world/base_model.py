@@ -216,12 +216,33 @@ def vae_fidelity(vae, images: np.ndarray, truth: dict, every: int = 4) -> dict[s
 
 
 def build_base_model(cfg: BaseModelConfig | None = None, cache_dir: str | None = None) -> str:
-    """The biased base model's folder (a model source), built once per machine and config."""
-    from dft.models.sources import _locked_materialize
+    """The biased base model's folder (a model source), built once per machine and config.
 
-    cfg = cfg or BaseModelConfig()
+    The default config is the built-in model source ``world-base``; other configs get their own
+    cache folder."""
+    from dft.models.sources import _locked_materialize, resolve_model_source
+
+    if cfg is None or cfg == BaseModelConfig():
+        register_builtin_model()
+        return resolve_model_source(BUILTIN_NAME, cache_dir=cache_dir)
     target = base_model_dir(cfg, cache_dir)
     return str(_locked_materialize(target, lambda tmp: _train_into(cfg, tmp, cache_dir)))
+
+
+BUILTIN_NAME = "world-base"
+
+
+def _describe_builtin() -> dict:
+    from dft.models.sources import _describe_tiny
+
+    return {"world_base": BaseModelConfig().hash(), "init": _describe_tiny("sd", "small")()}
+
+
+def register_builtin_model() -> None:
+    """Make ``world-base`` a model source string (built on first use, then cached)."""
+    from dft.models.sources import register_builtin
+
+    register_builtin(BUILTIN_NAME, _describe_builtin, lambda folder: _train_into(BaseModelConfig(), folder, None))
 
 
 def _train_into(cfg: BaseModelConfig, folder: Path, cache_dir: str | None) -> None:

@@ -1,0 +1,109 @@
+"""The demo: the unchanged pipeline on the demo world, with a biased base model whose answer is known.
+
+``prepare(cfg)`` builds (or reuses, from the cache) the biased base model and points
+``cfg.model.source`` at its folder; then the ordinary stages run (prompts, generate, curate, train,
+evaluate, report) with ``dft/configs/world.yaml``; ``summary(cfg)`` prints the before/after table
+of the neutral-prompt bias and the path of the report.
+
+    python -m dft.world.demo            # the whole demo (same as `dft demo` with the world config)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from dft import storage
+from dft.runs import Run
+from dft.world.base_model import BaseModelConfig, base_model_info, build_base_model
+
+log = logging.getLogger(__name__)
+
+BASE_SOURCE = "world-base"
+
+
+def world_config_path() -> str:
+    return str(Path(__file__).resolve().parent.parent / "configs" / "world.yaml")
+
+
+def prepare(cfg, base: BaseModelConfig | None = None) -> str:
+    """Build or reuse the biased base model and make it the run's model source; returns its folder.
+
+    The first call on a machine trains it (a few minutes on 2 cores); later calls find it in the
+    cache (DFT_CACHE or ~/.cache/dft), keyed by the corpus and training settings."""
+    if cfg.model.source not in (BASE_SOURCE,) and base is None:
+        log.info("model.source is %r, not %r: the demo world's base model is not built", cfg.model.source, BASE_SOURCE)
+        return cfg.model.source
+    t0 = time.time()
+    folder = build_base_model(base, cache_dir=cfg.model.cache_dir)
+    info = base_model_info(folder)
+    log.info("world base model: %s (%.0f s; VAE reconstructions read back %s)", folder, time.time() - t0,
+             info.get("vae_reconstruction_fidelity"))
+    cfg.model.source = folder
+    return folder
+
+
+def summary(cfg) -> str:
+    """The before/after table of the run's evaluation, as text, and where the report is."""
+    from dft.world.checks import bias_summary, verdict
+
+    run = Run(cfg.run.uri)
+    import pyarrow.parquet as pq
+
+    labels_uri = storage.join(run.eval, "labels.parquet")
+    fs, path = storage.pyarrow_filesystem(labels_uri)
+    labels = pq.read_table(path, filesystem=fs)
+    s = bias_summary(labels, bootstrap=cfg.evaluate.bootstrap, seed=cfg.prompts.seed)
+    lines = ["neutral prompts: imbalance (0 = balanced; 95% bootstrap interval)", ""]
+    head = f"{'model':<11} {'gender':>22} {'skin tone group':>22} {'mean':>22}"
+    lines += [head, "-" * len(head)]
+
+    def cell(v, ci):
+        return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.3f}"
+
+    for model in [m for m in ("base", "finetuned") if m in s] + [m for m in s if m not in ("base", "finetuned")]:
+        r = s[model]
+        a = r["attributes"]
+        lines.append(
+            f"{model:<11} {cell(a['gender']['imbalance'], a['gender'].get('ci')):>22} "
+            f"{cell(a['skin_tone_group']['imbalance'], a['skin_tone_group'].get('ci')):>22} "
+            f"{cell(r['mean_imbalance'], r.get('mean_imbalance_ci')):>22}"
+        )
+    if "base" in s and "finetuned" in s:
+        v = verdict(s["base"], s["finetuned"])
+        drop = v["checks"]["mean_imbalance_drop"]["value"]
+        word = "lower" if drop >= 0 else "higher"
+        lines += ["", f"mean imbalance {100 * abs(drop):.0f}% {word} after fine-tuning; 95% intervals apart: "
+                      f"{'yes' if v['checks']['intervals_apart']['pass'] else 'no'}"]
+    lines += ["", f"report: {storage.join(run.report, 'index.html')}"]
+    storage.write_json(storage.join(run.eval, "world_bias.json"), s)
+    return "\n".join(lines)
+
+
+def run_demo(config_files: list[str] | None = None, overrides: list[str] | None = None, force: bool = False) -> str:
+    """prepare + every stage + the summary; returns the summary text."""
+    from dft.cli.main import STAGES, run_stages
+    from dft.config.load import load_config
+
+    cfg = load_config(config_files or [world_config_path()], overrides or [])
+    prepare(cfg)
+    run_stages(cfg, STAGES, force=force)
+    return summary(cfg)
+
+
+def main() -> int:
+    from dft.cli.main import _quiet_libraries, _setup_logging, console
+
+    _setup_logging(False)
+    _quiet_libraries()
+    t0 = time.time()
+    text = run_demo()
+    console.print(text)
+    console.print(f"demo finished in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
