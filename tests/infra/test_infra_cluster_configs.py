@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CLUSTER, REPO, TF_ROOT
+from infra_helpers import CLUSTER, REPO, TF_ROOT
 
 AWS_CONFIG = CLUSTER / "aws" / "dft-cluster.yaml"
 KUBERAY = CLUSTER / "kuberay"

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import CLUSTER
+from infra_helpers import CLUSTER
 
 SCRIPT = CLUSTER / "aws" / "spot_watch.py"
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, TF_ROOT, emulator_vars
+from infra_helpers import TF_ROOT, emulator_vars
 
 BUCKET_ONLY = dict(create_network=False, create_ray_iam=False, create_eks=False, bucket_force_destroy=True)
 
