@@ -28,24 +28,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The S3 endpoint and dummy credentials are in the environment from the start, before any Ray
+# process is spawned, so every Ray process (Train controllers included) inherits them; the server
+# itself starts only when a test asks for it. No test reaches a real AWS endpoint.
+_S3_PORT = _free_port()
+os.environ.update(
+    AWS_ENDPOINT_URL=f"http://127.0.0.1:{_S3_PORT}",
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_REGION="us-east-1",
+)
+
+
 @pytest.fixture(scope="session")
 def s3_server():
-    """A real S3 API on 127.0.0.1 (moto's server mode), with a bucket ``dft-test``.
-
-    Sets AWS_ENDPOINT_URL and dummy credentials for the session, so s3fs, pyarrow and Ray
-    workers all reach it through the standard AWS environment, as on a real cluster."""
-    port = _free_port()
+    """A real S3 API on 127.0.0.1 (moto's server mode), with a bucket ``dft-test``, at the
+    AWS_ENDPOINT_URL set above: s3fs, pyarrow and Ray workers reach it through the standard AWS
+    environment, as on a real cluster."""
+    port = _S3_PORT
     exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
     proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION")}
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
-    )
     deadline = time.time() + 20
     import urllib.request
 
@@ -66,11 +70,6 @@ def s3_server():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture
