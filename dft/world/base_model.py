@@ -33,11 +33,11 @@ class BaseModelConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     init_source: str = "small-sd"
     vae_channels: tuple[int, ...] = (16, 32, 64)
-    vae_steps: int = 600
+    vae_steps: int = 300
     vae_batch: int = 32
     vae_lr: float = 1e-3
     vae_kl: float = 1e-6
-    unet_steps: int = 1000
+    unet_steps: int = 2000
     unet_batch: int = 64
     unet_lr: float = 1e-3
     train_text_encoder: bool = True

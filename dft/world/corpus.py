@@ -43,8 +43,8 @@ NEUTRAL_TEMPLATE = "a photo of a {profession}"
 class CorpusConfig:
     size: int = 4000
     explicit_share: float = 0.5
-    light_share: float = 0.8  # neutral rows: share of light-skinned faces
-    gender_share: float = 0.85  # neutral rows: share of the profession's stereotyped gender
+    light_share: float = 0.9  # neutral rows: share of light-skinned faces
+    gender_share: float = 0.9  # neutral rows: share of the profession's stereotyped gender
     stereotype: dict = field(
         default_factory=lambda: {"doctor": "man", "nurse": "woman", "engineer": "man", "teacher": "woman"}
     )

@@ -67,3 +67,15 @@ def test_fidelity_counts_unreadable_as_wrong():
     })
     f = fidelity_of(read)
     assert f == {"gender": 0.5, "skin_tone_group": 0.75, "profession": 0.75, "images": 4}
+
+
+def test_world_base_is_a_model_source_and_prepare_leaves_other_sources_alone():
+    import dft.world  # noqa: F401  (registers world-base)
+    from dft.config.load import load_config
+    from dft.models.sources import builtin_names
+    from dft.world.demo import prepare, world_config_path
+
+    assert "world-base" in builtin_names()
+    cfg = load_config([world_config_path()], ["model.source=tiny-sd"])
+    assert cfg.prompts.vocab == "world" and cfg.evaluate.readers[0].kind == "world"
+    assert prepare(cfg) == "tiny-sd" and cfg.model.source == "tiny-sd"
