@@ -249,6 +249,11 @@ def generate_dataset(prompts, out_uri: str, model_source: str, cfg: GenerateConf
     source = prompt_source(folder)
     resolve_model_source(model_source, cache_dir=cache_dir)  # a bad source fails here, before any actor
     plan = make_plan(source, model_source, cfg)
+    if cfg.shard_size < cfg.batch_size:
+        # Ray Data bundles blocks until a batch is full: shards smaller than a batch share batches in the order
+        # they arrive, so a row's batch-mates (and its last bit of rounding) may change between runs.
+        log.warning("generate.shard_size (%d) < batch_size (%d): images stay within one level of 255 across "
+                    "re-runs but may not be byte-identical", cfg.shard_size, cfg.batch_size)
     resumed = check_or_write_plan(plan, out_uri)
     markers = committed_shards(out_uri)
     todo = [i for i in range(plan.num_shards) if i not in markers]
