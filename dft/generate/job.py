@@ -159,6 +159,7 @@ def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: st
 
     seen: dict[int, set[int]] = {}
     pending: dict[int, Any] = {}
+    submitted: set[int] = set()
     images = 0
     done = 0
     t0 = time.perf_counter()
@@ -178,10 +179,14 @@ def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: st
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for shard, pos, failed in zip(batch["shard"], batch[POS], batch["failed"]):
-                seen.setdefault(int(shard), set()).add(int(pos))
-                images += int(not failed)
+                if int(shard) in submitted:  # a late duplicate of a redone batch: already counted
+                    continue
+                rows = seen.setdefault(int(shard), set())
+                images += int(not failed and int(pos) not in rows)
+                rows.add(int(pos))
             for shard in [s for s, p in seen.items() if len(p) == plan.bounds(s)[1] - plan.bounds(s)[0]]:
                 del seen[shard]
+                submitted.add(shard)
                 start, stop = plan.bounds(shard)
                 pending[shard] = commit.remote(out_uri, shard, start, stop, plan.formats)
             collect(block=False)
