@@ -43,6 +43,7 @@ class BaseModelConfig:
     train_text_encoder: bool = True
     uncond_prob: float = 0.1  # empty captions, so classifier-free guidance has an unconditional model
     seed: int = 0
+    version: int = 2  # bump when the build changes what it produces for the same settings
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -125,6 +126,21 @@ def reconstruct(vae, images: np.ndarray, batch: int = 256) -> np.ndarray:
         z = vae.encode(to_tensor(images[i : i + batch])).latent_dist.mean
         out.append(to_uint8(vae.decode(z).sample))
     return np.concatenate(out)
+
+
+@torch.no_grad()
+def make_encoder_deterministic(vae) -> None:
+    """Pin the posterior's log-variance to its floor, so a latent *sample* is its mean.
+
+    The VAE trains on samples (its decoder tolerates that noise) with a near-zero KL weight, so its
+    posterior std stays large (~0.3 against a latent spread of ~1.1). The base UNet learns from the
+    posterior means, but the fine-tuning stage samples from the posterior, as SD training does with a
+    VAE whose std is tiny: without this, fine-tuning would learn from noisier latents than the base
+    model did, and any change would be partly that. Only the log-variance half of ``quant_conv``
+    changes; means, the decoder and every reconstruction stay as they were."""
+    c = vae.config.latent_channels
+    vae.quant_conv.weight[c:] = 0.0
+    vae.quant_conv.bias[c:] = -30.0  # DiagonalGaussianDistribution clamps log-variance to [-30, 20]
 
 
 def set_latent_scale(vae, latents: torch.Tensor) -> float:
@@ -267,6 +283,7 @@ def _train_into(cfg: BaseModelConfig, folder: Path, cache_dir: str | None) -> No
         vae_losses = train_vae(pipe.vae, images, cfg)
         fidelity = vae_fidelity(pipe.vae, images, truth)
         log.info("world VAE: reconstructions read back %s", fidelity)
+        make_encoder_deterministic(pipe.vae)
         latents = encode_latents(pipe.vae, images)
         scale = set_latent_scale(pipe.vae, latents)
         t2 = time.time()
