@@ -21,7 +21,7 @@ def connect(ray_cfg=None):
     address = getattr(ray_cfg, "address", None) or os.environ.get("RAY_ADDRESS")
     # Our library code lives in the driver's working tree; ship the environment to workers only on clusters.
     kwargs: dict = {"log_to_driver": True, "logging_level": logging.WARNING}
-    env_vars = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+    env_vars = worker_env_vars()
     if env_vars:
         kwargs["runtime_env"] = {"env_vars": env_vars}
     if address:
@@ -47,7 +47,7 @@ def connect(ray_cfg=None):
 
 # Variables workers need to see the same world as the driver (offline hub, S3 endpoint, caches, fault
 # switches). Never credentials: workers take theirs from their own environment or instance role.
-_FORWARDED_ENV = (
+FORWARDED_ENV = (
     "HF_HUB_OFFLINE",
     "HF_HOME",
     "DFT_CACHE",
@@ -59,6 +59,13 @@ _FORWARDED_ENV = (
     "DS_ACCELERATOR",
     "TORCH_EXTENSIONS_DIR",
 )
+
+
+def worker_env_vars(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The driver's values of FORWARDED_ENV, plus ``extra`` (e.g. credentials a test passes explicitly)."""
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    env.update(extra or {})
+    return env
 
 
 def shutdown() -> None:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from dft.errors import DftError
 import datetime as _dt
 import logging
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 LAYOUT = ("prompts", "synthetic", "curated", "checkpoints", "models", "eval", "report")
 
 
-class StageConfigChanged(RuntimeError):
+class StageConfigChanged(DftError, RuntimeError):
     """A finished stage's config differs from the current one; re-running needs --force."""
 
 

@@ -140,6 +140,8 @@ def _stage_fn(stage: str):
 
 
 def run_stages(cfg, stages, force: bool = False) -> dict:
+    """Run stages in order; a DftError (bad input, a failed stage) ends the command with its message."""
+    from dft.errors import DftError
     from dft.runs import StageConfigChanged
 
     results = {}
@@ -157,6 +159,9 @@ def run_stages(cfg, stages, force: bool = False) -> dict:
         except StageConfigChanged as exc:
             console.print(f"[red]{exc}[/red]")
             raise SystemExit(3)
+        except DftError as exc:
+            console.print(f"[red]stage {stage!r} failed: {exc}[/red]")
+            raise SystemExit(1)
     return results
 
 

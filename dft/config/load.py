@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dft.errors import DftError
 import copy
 from pathlib import Path
 from typing import Any, Iterable
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 from dft.config.schema import RunConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(DftError, ValueError):
     """A configuration problem, named by field, rule and value. Raised before any cluster work."""
 
 

@@ -12,6 +12,7 @@ restarted job plans only the shards without a marker (their leftover parts are d
 
 from __future__ import annotations
 
+from dft.errors import DftError
 import logging
 import os
 import time
@@ -36,18 +37,16 @@ from dft.generate.shards import (
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "DFT_FAULT_INJECT"
-# What workers need to see the driver's world (offline hub, model cache, S3 endpoint). Never credentials:
-# those come from the workers' own environment or instance role, or explicitly through ``worker_env``.
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "DFT_CACHE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-                 "AWS_REGION", "AWS_DEFAULT_REGION")
-
-
 def _runtime_env(worker_env: dict[str, str] | None) -> dict | None:
-    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ} | dict(worker_env or {})
+    """What workers need to see the driver's world (dft.cluster.FORWARDED_ENV); credentials only
+    when passed explicitly through ``worker_env``."""
+    from dft.cluster import worker_env_vars
+
+    env = worker_env_vars(worker_env)
     return {"env_vars": env} if env else None
 
 
-class GenerationFailed(RuntimeError):
+class GenerationFailed(DftError, RuntimeError):
     """More rows failed than ``generate.max_failures_fraction`` allows (the outputs are still written)."""
 
 

@@ -9,6 +9,7 @@ so the driver's memory does not grow with the table.
 
 from __future__ import annotations
 
+from dft.errors import DftError
 import bisect
 import hashlib
 import io
@@ -28,11 +29,11 @@ log = logging.getLogger(__name__)
 PLAN_VERSION = 1
 
 
-class PromptTableError(ValueError):
+class PromptTableError(DftError, ValueError):
     """The prompt table is missing, empty or of the wrong schema."""
 
 
-class PlanChanged(RuntimeError):
+class PlanChanged(DftError, RuntimeError):
     """The output folder holds a job started with other inputs or settings."""
 
 

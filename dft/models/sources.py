@@ -12,6 +12,7 @@ A source is one of:
 
 from __future__ import annotations
 
+from dft.errors import DftError
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 COMPLETE = ".dft-complete"
 
 
-class ModelSourceError(RuntimeError):
+class ModelSourceError(DftError, RuntimeError):
     """A model source that cannot be resolved; the message says what to do instead."""
 
 

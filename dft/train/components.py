@@ -5,6 +5,7 @@ The same function builds the module in each worker, in the bare baseline of the 
 
 from __future__ import annotations
 
+from dft.errors import DftError
 import json
 import os
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dft.train.step import DiffusionModule
 from dft.train.trainable import TrainableSpec, apply_trainable
 
 
-class UnsupportedModel(ValueError):
+class UnsupportedModel(DftError, ValueError):
     pass
 
 

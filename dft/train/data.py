@@ -7,6 +7,7 @@ full prompt and neutral template). The caption policy is applied per step in the
 
 from __future__ import annotations
 
+from dft.errors import DftError
 import functools
 import io
 import json
@@ -24,7 +25,7 @@ READ_COLUMNS = ["key", "prompt", "neutral_prompt", "image"]
 MATERIALIZE_AUTO_BYTES = 512 * 1024**2
 
 
-class DataError(ValueError):
+class DataError(DftError, ValueError):
     """The training data cannot be used; the message names the path."""
 
 

@@ -6,6 +6,7 @@ loop picks it up with ``ray.train.get_checkpoint()``."""
 
 from __future__ import annotations
 
+from dft.errors import DftError
 import importlib.util
 import json
 import logging
@@ -13,16 +14,14 @@ import os
 from dataclasses import dataclass
 
 from dft import storage
+from dft.cluster import worker_env_vars
 from dft.runs import Run
 
 log = logging.getLogger(__name__)
 
-# Environment the workers need to see what the driver sees (never credentials; see dft.cluster).
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "DFT_CACHE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
-                 "AWS_DEFAULT_REGION", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(DftError, RuntimeError):
     pass
 
 
@@ -110,8 +109,7 @@ def run_config(cfg, worker_env: dict | None = None):
 
     t = cfg.train
     uri = Run(cfg.run.uri).checkpoints
-    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-    env.update(worker_env or {})
+    env = worker_env_vars(worker_env)
     kwargs = {}
     if storage.is_s3(uri):
         kwargs.update(storage_path=uri.split("://", 1)[1], storage_filesystem=_s3_storage(worker_env))

@@ -5,6 +5,7 @@ plus ``state.json`` (step, data position, world size, config) and ``ema.pt`` fro
 
 from __future__ import annotations
 
+from dft.errors import DftError
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ EMA_FILE = "ema.pt"
 DS_DIR = "deepspeed"
 
 
-class ResizeError(RuntimeError):
+class ResizeError(DftError, RuntimeError):
     """A ZeRO checkpoint cannot resume on another number of workers under the configured policy."""
 
 

@@ -7,6 +7,7 @@ callback. Nothing here knows about Ray or DeepSpeed."""
 
 from __future__ import annotations
 
+from dft.errors import DftError
 import math
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import torch
 from dft.train.loss import add_noise, diffusion_loss, prediction_target
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(DftError, RuntimeError):
     """The loss became NaN or infinite; the run stops, the last good checkpoint stays the latest."""
 
     def __init__(self, step: int, value: float):
