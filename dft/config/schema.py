@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
-
 from pydantic import Field, field_validator
 
 from dft.config.base import Section
@@ -40,10 +38,6 @@ class ModelSection(Section):
     cache_dir: str | None = Field(
         None, description="Local cache for s3:// copies and built-in models (default ~/.cache/dft)."
     )
-    variant: Literal["tiny", "small"] = Field(
-        "tiny", description="Size of a built-in model: 'tiny' for tests, 'small' for the demo world."
-    )
-
     @field_validator("source")
     @classmethod
     def _no_blank(cls, v: str) -> str:
