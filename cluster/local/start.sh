@@ -27,8 +27,8 @@ fi
 
 export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"
 
-# `ray job submit` talks to the dashboard's job API, which needs ray[default]; the project installs
-# only ray[data,train]. Without it, start a head anyway and run drivers against it directly.
+# `ray job submit` talks to the dashboard's job API, which needs ray[default] (the project installs
+# it). In an environment without it, start a head anyway and run drivers against it directly.
 py="$(dirname "$ray_bin")/python"
 [[ -x "$py" ]] || py=python3
 if "$py" -c "import aiohttp_cors, opencensus" >/dev/null 2>&1; then
