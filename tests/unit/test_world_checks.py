@@ -79,3 +79,18 @@ def test_world_base_is_a_model_source_and_prepare_leaves_other_sources_alone():
     cfg = load_config([world_config_path()], ["model.source=tiny-sd"])
     assert cfg.prompts.vocab == "world" and cfg.evaluate.readers[0].kind == "world"
     assert prepare(cfg) == "tiny-sd" and cfg.model.source == "tiny-sd"
+
+
+def test_explicit_table_names_every_attribute_with_its_own_seeds():
+    from dft.config.load import load_config
+    from dft.prompts.table import PromptTable
+    from dft.world.checks import explicit_table
+    from dft.world.demo import world_config_path
+
+    cfg = load_config([world_config_path()], [])
+    t = explicit_table(cfg.prompts, images_per_prompt=2)
+    assert t.num_rows == 48 * 2 and set(t.column("prompt_set").to_pylist()) == {"explicit"}
+    d = t.to_pydict()
+    assert all(e in p and g in p and pr in p for p, e, g, pr in zip(d["prompt"], d["ethnicity"], d["gender"], d["profession"]))
+    diverse = {r["seed"] for b in PromptTable(cfg.prompts).batches() for r in b.to_pylist()}
+    assert not diverse & set(d["seed"])  # not the synthetic set's images again
