@@ -72,7 +72,7 @@ def test_1_preconditions(world):
     _record(world, "vae_reconstruction_fidelity", rec)
     assert min(rec.values()) >= 0.95, rec
 
-    fid = explicit_fidelity(world["cfg"], world["base"], str(world["root"] / "explicit-base"), images_per_prompt=4)
+    fid = explicit_fidelity(world["cfg"], world["base"], str(world["root"] / "explicit-base"), images_per_prompt=8)
     world["fid_base"] = fid
     _record(world, "base_explicit_fidelity", fid)
     assert fid["gender"] >= 0.90, fid
@@ -100,7 +100,7 @@ def test_3_finetuning_reduces_bias(world):
 
     cfg = world["cfg"]
     ft = Run(cfg.run.uri).finetuned_model
-    fid_ft = explicit_fidelity(cfg, ft, str(world["root"] / "explicit-finetuned"), images_per_prompt=4)
+    fid_ft = explicit_fidelity(cfg, ft, str(world["root"] / "explicit-finetuned"), images_per_prompt=8)
     _record(world, "finetuned_explicit_fidelity", fid_ft)
     s = world["summary"]
     v = verdict(s["base"], s["finetuned"], world["fid_base"], fid_ft)
