@@ -7,7 +7,6 @@ import importlib
 import logging
 import os
 import sys
-from pathlib import Path
 
 from rich.console import Console
 
@@ -31,7 +30,7 @@ Utilities:
   label     read perceived attributes of any images into a label table
   fairness  score a label table
   config    show the effective configuration
-  run       every stage in order;   demo  the whole pipeline on the built-in demo config
+  run       every stage in order;   demo  the whole pipeline on the demo world (docs/world.md)
 
 Configuration: defaults, then --config YAML files (in order), then --set section.key=value.
 A finished stage is a no-op when run again with the same config; --force redoes it.
@@ -82,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the intervals.")
     p.add_argument("-v", "--verbose", action="store_true")
 
-    p = sub.add_parser("demo", help="The whole pipeline on the built-in demo config (local Ray, local disk, tiny models).")
+    p = sub.add_parser(
+        "demo",
+        help="The whole pipeline on the demo world: a known-biased built-in model, local Ray, local disk "
+        "(dft/configs/world.yaml; see docs/world.md).",
+    )
     _common(p)
     return parser
 
@@ -114,10 +117,6 @@ def _quiet_libraries() -> None:
         transformers.utils.logging.disable_progress_bar()
     except Exception:  # a broken import shows up later with its own message
         pass
-
-
-def demo_config_path() -> str:
-    return str(Path(__file__).resolve().parent.parent / "configs" / "demo.yaml")
 
 
 def _stage_fn(stage: str):
@@ -165,6 +164,26 @@ def run_stages(cfg, stages, force: bool = False) -> dict:
     return results
 
 
+def _demo(files: list[str], overrides: list[str], force: bool) -> int:
+    """The demo world (docs/world.md): build or reuse the biased base model, run every stage, print
+    the before/after table. ``--config`` files replace the world config."""
+    import time
+
+    from dft.config.load import ConfigError
+    from dft.world.demo import run_demo
+
+    t0 = time.time()
+    try:
+        text = run_demo(files or None, overrides, force=force)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    console.rule("[bold]demo: before and after")
+    console.print(text)
+    console.print(f"demo finished in {time.time() - t0:.0f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -181,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         return fairness_cli(args.labels, as_json=args.json, bootstrap=args.bootstrap)
 
     files = list(args.config)
-    if args.command == "demo" and not files:
-        files = [demo_config_path()]
+    if args.command == "demo":
+        return _demo(files, args.overrides, args.force)
     try:
         cfg = load_config(files, args.overrides)
         if args.command in ("prompts", "run", "demo", "generate"):
