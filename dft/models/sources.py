@@ -60,10 +60,9 @@ def _register_defaults() -> None:
         for variant in ("tiny", "small"):
             name = f"tiny-{kind}" if variant == "tiny" else f"small-{kind}"
             _BUILTINS[name] = (_describe_tiny(kind, variant), _build_tiny(kind, variant))
-    try:  # readers register their own tiny models (tiny-clip, tiny-vqa) when present
-        import dft.evaluate.tiny_models  # noqa: F401
-    except ImportError:
-        pass
+    # Other packages register their built-ins: tiny-clip and tiny-vqa (readers), world-base (the demo world).
+    import dft.evaluate.tiny_models  # noqa: F401
+    import dft.world  # noqa: F401
 
 
 def _describe_tiny(kind: str, variant: str):
