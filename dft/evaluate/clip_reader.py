@@ -13,23 +13,23 @@ import logging
 import numpy as np
 
 from dft.evaluate.config import ReaderConfig
-from dft.evaluate.readers import DEFAULT_CLIP_CLASSES, classes_for, decode_batch, object_column, resolve_device
+from dft.evaluate.readers import (
+    DEFAULT_CLIP_CLASSES,
+    classes_for,
+    decode_batch,
+    load_hf_model,
+    object_column,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
 
 def load_clip(source: str, device: str = "cpu", cache_dir: str | None = None):
     """(model, processor) of a CLIP model source, in eval mode on ``device``."""
-    import torch
     from transformers import CLIPModel, CLIPProcessor
 
-    from dft.models.sources import resolve_model_source
-
-    folder = resolve_model_source(source, cache_dir=cache_dir)
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    model = CLIPModel.from_pretrained(folder, dtype=dtype).to(device).eval()
-    processor = CLIPProcessor.from_pretrained(folder)
-    return model, processor
+    return load_hf_model(source, CLIPModel, CLIPProcessor, device, cache_dir)
 
 
 def _features(out):

@@ -26,6 +26,7 @@ from dft.evaluate.readers import (
     DEFAULT_VQA_QUESTIONS,
     classes_for,
     decode_batch,
+    load_hf_model,
     object_column,
     resolve_device,
 )
@@ -34,16 +35,10 @@ log = logging.getLogger(__name__)
 
 
 def load_vqa(source: str, device: str = "cpu", cache_dir: str | None = None):
-    import torch
+    """(model, processor) of a BLIP-2 model source, in eval mode on ``device``."""
     from transformers import AutoProcessor, Blip2ForConditionalGeneration
 
-    from dft.models.sources import resolve_model_source
-
-    folder = resolve_model_source(source, cache_dir=cache_dir)
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    model = Blip2ForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(device).eval()
-    processor = AutoProcessor.from_pretrained(folder)
-    return model, processor
+    return load_hf_model(source, Blip2ForConditionalGeneration, AutoProcessor, device, cache_dir)
 
 
 def match_answer(text: str, answers: dict[str, str]) -> str | None:
