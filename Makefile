@@ -35,6 +35,9 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/prompts.py
+	$(BIN)/python benchmarks/generate.py
+	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/evaluate.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
