@@ -109,7 +109,7 @@ def main() -> None:
     p.add_argument("--shard-size", type=int, default=16)
     p.add_argument("--actors", type=int, default=1)
     p.add_argument("--repeat", type=int, default=1, help="bare/Ray pairs to run (the median ratio is printed; 0: none)")
-    p.add_argument("--mem-rows", type=int, default=100, help="N of the memory check (also runs 10N)")
+    p.add_argument("--mem-rows", type=int, default=100, help="N of the memory check (also runs 10N; 0: skip it)")
     p.add_argument("--child", choices=["bare", "ray"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -134,6 +134,8 @@ def main() -> None:
               f"{', '.join(f'{x:.3f}' for x in ratios)}; goal >= 0.85)", flush=True)
 
     n = args.mem_rows
+    if n <= 0:
+        return
     small = dict(model="tiny-sd", steps=1, size=32, batch_size=16, shard_size=100, actors=1)
     m1 = _child("ray", args, rows=n, **small)
     m10 = _child("ray", args, rows=10 * n, **small)
