@@ -83,6 +83,22 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
+def _update(loss, opt, sched, params, name: str, step: int, total: int, t0: float, losses: list, on_log) -> None:
+    """One optimizer step (clipped at norm 1) and the schedule's; every 50 steps and at the end,
+    record the loss, log it and call ``on_log``. Shared by the VAE and UNet loops."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    if step % 50 == 0 or step == total:
+        value = loss.item()
+        losses.append(value)
+        log.info("world %s step %d/%d loss %.4f (%.0f s)", name, step, total, value, time.time() - t0)
+        if on_log:
+            on_log(step, value)
+
+
 def train_vae(vae, images: np.ndarray, cfg: BaseModelConfig, on_log=None) -> list[float]:
     """Reconstruction (MSE) plus a tiny KL term; returns the loss every 50 steps."""
     g = torch.Generator().manual_seed(cfg.seed)
@@ -98,16 +114,7 @@ def train_vae(vae, images: np.ndarray, cfg: BaseModelConfig, on_log=None) -> lis
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
         rec = vae.decode(z).sample
         loss = torch.nn.functional.mse_loss(rec, x) + cfg.vae_kl * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 50 == 0 or step == cfg.vae_steps:
-            losses.append(loss.item())
-            log.info("world VAE step %d/%d loss %.4f (%.0f s)", step, cfg.vae_steps, float(loss), time.time() - t0)
-            if on_log:
-                on_log(step, float(loss))
+        _update(loss, opt, sched, vae.parameters(), "VAE", step, cfg.vae_steps, t0, losses, on_log)
     vae.eval()
     return losses
 
@@ -188,16 +195,7 @@ def train_unet(pipe, latents: torch.Tensor, captions: list[str], cfg: BaseModelC
             emb = te(ids)[0]
         pred = unet(zt, t, emb).sample
         loss = torch.nn.functional.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        lr.step()
-        if step % 50 == 0 or step == cfg.unet_steps:
-            losses.append(loss.item())
-            log.info("world UNet step %d/%d loss %.4f (%.0f s)", step, cfg.unet_steps, float(loss), time.time() - t0)
-            if on_log:
-                on_log(step, float(loss))
+        _update(loss, opt, lr, params, "UNet", step, cfg.unet_steps, t0, losses, on_log)
     unet.eval()
     te.eval()
     return losses
