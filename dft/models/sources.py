@@ -67,12 +67,14 @@ def _register_defaults() -> None:
 
 def _describe_tiny(kind: str, variant: str):
     def describe() -> dict:
-        import diffusers
+        from importlib.metadata import version
 
         from dft.models.tiny import SPECS, vocabulary_texts
 
+        # The installed version, read without importing diffusers (seconds of torch imports): a driver that
+        # only checks a source resolves must not pay for loading it.
         words = hashlib.sha256("\n".join(vocabulary_texts()).encode()).hexdigest()[:12]
-        return {"kind": kind, "spec": SPECS[variant].as_dict(), "words": words, "tokenizer": 2, "diffusers": diffusers.__version__}
+        return {"kind": kind, "spec": SPECS[variant].as_dict(), "words": words, "tokenizer": 2, "diffusers": version("diffusers")}
 
     return describe
 

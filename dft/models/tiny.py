@@ -11,8 +11,6 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 log = logging.getLogger(__name__)
 
 
@@ -134,6 +132,8 @@ def build_tiny_pipeline(kind: str, variant: str, tokenizer_dir: str | Path):
     spec = SPECS[variant]
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
     vocab_size = len(tokenizer)
+    import torch
+
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(spec.seed)

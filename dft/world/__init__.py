@@ -3,6 +3,6 @@ end-to-end proof that the unchanged pipeline reduces its bias (docs/world.md).
 
 Importing it registers the model source ``world-base`` and the evaluation reader kind ``world``."""
 
-from dft.world.base_model import register_builtin_model
+from dft.world.builtin import register_builtin_model
 
 register_builtin_model()

@@ -235,6 +235,7 @@ def build_base_model(cfg: BaseModelConfig | None = None, cache_dir: str | None =
     The default config is the built-in model source ``world-base``; other configs get their own
     cache folder."""
     from dft.models.sources import _locked_materialize, resolve_model_source
+    from dft.world.builtin import BUILTIN_NAME, register_builtin_model
 
     if cfg is None or cfg == BaseModelConfig():
         register_builtin_model()
@@ -243,20 +244,14 @@ def build_base_model(cfg: BaseModelConfig | None = None, cache_dir: str | None =
     return str(_locked_materialize(target, lambda tmp: _train_into(cfg, tmp, cache_dir)))
 
 
-BUILTIN_NAME = "world-base"
-
-
-def _describe_builtin() -> dict:
+def describe_builtin() -> dict:
     from dft.models.sources import _describe_tiny
 
     return {"world_base": BaseModelConfig().hash(), "init": _describe_tiny("sd", "small")()}
 
 
-def register_builtin_model() -> None:
-    """Make ``world-base`` a model source string (built on first use, then cached)."""
-    from dft.models.sources import register_builtin
-
-    register_builtin(BUILTIN_NAME, _describe_builtin, lambda folder: _train_into(BaseModelConfig(), folder, None))
+def build_builtin(folder: Path) -> None:
+    _train_into(BaseModelConfig(), folder, None)
 
 
 def _train_into(cfg: BaseModelConfig, folder: Path, cache_dir: str | None) -> None:

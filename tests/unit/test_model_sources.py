@@ -96,3 +96,21 @@ def test_s3_source_copied_once_even_with_concurrent_workers(s3_uri, tmp_path, mo
 def test_s3_source_missing_prefix(s3_uri):
     with pytest.raises(ModelSourceError, match="no files"):
         resolve_model_source(s3_uri + "/nothing-here")
+
+
+def test_resolving_a_cached_builtin_imports_no_torch():
+    """A driver that only checks a model source (the generation job, before any actor) must not pay
+    seconds of torch and diffusers imports for it; the cache key must not change either."""
+    import subprocess
+    import sys
+
+    resolve_model_source("tiny-sd")  # built (or found) here, so the child only resolves
+    code = (
+        "import sys; from dft.models.sources import resolve_model_source as r; print(r('tiny-sd')); "
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr[-2000:]
+    folder, imported = out.stdout.strip().splitlines()[-2:]
+    assert folder == resolve_model_source("tiny-sd")
+    assert imported == "[]", imported
