@@ -109,6 +109,18 @@ class GenerateAndWrite:
         }
 
 
+class ShardCommitter:
+    """Commits shards for the driver (``commit_shard``): one long-lived 0-CPU actor with a few threads,
+    started with the pipeline, so a commit costs a method call rather than a worker process start, and
+    shards completing together commit in parallel (they are I/O: reading parts, writing tar + parquet)."""
+
+    def commit(self, out_uri: str, index: int, start: int, stop: int, formats: list[str]) -> dict:
+        return commit_shard(out_uri, index, start, stop, formats)
+
+
+COMMIT_THREADS = 4
+
+
 def _compute(cfg: GenerateConfig):
     import ray
 
@@ -144,7 +156,11 @@ def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: st
     saved_bars = ctx.enable_progress_bars
     ctx.enable_progress_bars = progress
     runtime_env = _runtime_env(worker_env)
-    commit = ray.remote(num_cpus=0, max_retries=3)(commit_shard).options(runtime_env=runtime_env)
+    # Started first, so its process comes up while Ray Data plans. A committer lost with its node is
+    # restarted and the commit redone (commit_shard is idempotent).
+    committer = ray.remote(ShardCommitter).options(
+        num_cpus=0, max_concurrency=COMMIT_THREADS, max_restarts=3, max_task_retries=3, runtime_env=runtime_env
+    ).remote()
     specs = [{"shard": i, "start": plan.bounds(i)[0], "stop": plan.bounds(i)[1]} for i in todo]
     ds = ray.data.from_items(specs, override_num_blocks=len(specs))
     # Reading prompt rows is a footnote next to diffusion: 0 CPUs, so it never waits behind the actors.
@@ -187,11 +203,12 @@ def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: st
                 del seen[shard]
                 submitted.add(shard)
                 start, stop = plan.bounds(shard)
-                pending[shard] = commit.remote(out_uri, shard, start, stop, plan.formats)
+                pending[shard] = committer.commit.remote(out_uri, shard, start, stop, plan.formats)
             collect(block=False)
         collect(block=True)
     finally:
         ctx.enable_progress_bars = saved_bars
+        ray.kill(committer)
     if seen:  # every row of the table has an output row, or Ray Data lost some: never commit a short shard
         raise RuntimeError(f"generation ended with incomplete shards {sorted(seen)[:10]}")
     log.info("generated %d images in %.1fs", images, time.perf_counter() - t0)

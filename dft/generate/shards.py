@@ -118,7 +118,11 @@ def _sha256_file(path: str) -> tuple[int, str]:
 def commit_shard(out_uri: str, index: int, start: int, stop: int, formats: list[str]) -> dict:
     """Gather a shard's parts, write its files in table order, then its commit marker; drop the parts.
 
-    Raises ShardIncomplete if the parts do not hold exactly positions [start, stop)."""
+    Raises ShardIncomplete if the parts do not hold exactly positions [start, stop). A shard already
+    committed is left as it is (a retried commit whose first attempt got as far as the marker)."""
+    done = commit_uri(out_uri, index)
+    if storage.exists(done):
+        return storage.read_json(done)
     part_files = storage.glob(parts_uri(out_uri, index), "part-*.parquet")
     tables = [pq.read_table(io.BytesIO(storage.read_bytes(u))) for u in part_files]
     table = pa.concat_tables(tables) if tables else PART_SCHEMA.empty_table()

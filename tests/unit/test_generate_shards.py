@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +17,7 @@ from dft.generate.shards import (
     POS,
     ShardIncomplete,
     commit_shard,
+    commit_uri,
     committed_shards,
     iter_samples,
     read_manifest,
@@ -108,7 +110,12 @@ def test_commit_writes_ordered_deterministic_shards_and_reports_failures(tmp_pat
     for fmt, info in marker["files"].items():
         data = storage.read_bytes(storage.join(out, info["path"]))
         assert hashlib.sha256(data).hexdigest() == info["sha256"] and len(data) == info["bytes"]
-    # committing the same rows again gives the same bytes (fixed tar headers, sorted rows)
+    # a retried commit (its parts already gone) returns the marker and leaves the shard's files alone
+    mtimes = {f: os.path.getmtime(os.path.join(out, i["path"])) for f, i in marker["files"].items()}
+    assert commit_shard(out, 0, 0, 6, ["webdataset", "parquet"]) == marker
+    assert {f: os.path.getmtime(os.path.join(out, i["path"])) for f, i in marker["files"].items()} == mtimes
+    # committing the same rows anew gives the same bytes (fixed tar headers, sorted rows)
+    storage.remove(commit_uri(out, 0))
     write_part(out, 0, _fake_samples(prompts, 0, failed={4}))
     again = commit_shard(out, 0, 0, 6, ["webdataset", "parquet"])
     assert again["files"] == marker["files"]
