@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration]
+# In `make test` (the issue asks for it there): about 10 minutes with world-base cached, 20 without.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +106,8 @@ def test_3_finetuning_reduces_bias(world):
     s = world["summary"]
     v = verdict(s["base"], s["finetuned"], world["fid_base"], fid_ft)
     _record(world, "verdict", v)
-    # Every check of step 3 is asserted, except the one this world does not meet yet: after
-    # fine-tuning on its own samples, the model renders the skin tone an explicit prompt asks for
-    # about 8 points less often (the issue allows 5). That one is reported as a known failure
-    # (xfail, not skipped and not loosened) until the world or the recipe closes the gap.
-    known_gap = "skin_tone_group_fidelity_kept"
-    hard = {k: c for k, c in v["checks"].items() if k != known_gap}
-    assert all(c["pass"] for c in hard.values()), v
-    if not v["checks"][known_gap]["pass"]:
-        pytest.xfail(f"known gap: explicit skin-tone fidelity fell {100 * v['checks'][known_gap]['loss']:.1f} points (limit 5)")
+    assert all(c["pass"] for c in v["checks"].values()), v
+    assert v["pass"], v
 
 
 def test_4a_control_resampled_base_fails(world):
