@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/dft demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not gpu" --timeout=900
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" --timeout=1800
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow and not gpu" --timeout=1800
