@@ -77,6 +77,9 @@ def ray_job(args) -> dict:
 
     logging.basicConfig(level=logging.WARNING)
     cpus = os.cpu_count() or 2
+    from dft.cluster import prefer_local_worker_niceness
+
+    prefer_local_worker_niceness()  # what dft.cluster.connect does for an embedded local Ray
     ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     # A running cluster is assumed: a trivial Ray Data job first brings up what every later job finds
     # there already (Ray Data's detached stats and autoscaling actors, idle worker processes).

@@ -85,7 +85,10 @@ def ray_session():
     """One local Ray for all integration tests (2 CPUs, no dashboard)."""
     import ray
 
+    from dft.cluster import prefer_local_worker_niceness
+
     if not ray.is_initialized():
+        prefer_local_worker_niceness()  # as dft.cluster.connect starts an embedded Ray
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     yield ray
     ray.shutdown()

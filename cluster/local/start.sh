@@ -26,6 +26,10 @@ if [[ ! -x "$ray_bin" ]]; then
 fi
 
 export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"
+# Workers at niceness 0, as dft.cluster.connect does for an embedded Ray: on a small CPU machine Ray's
+# default of 15 lets every daemon wake-up stall a CPU-bound actor (docs/generate.md). Export
+# RAY_worker_niceness=15 before this script for Ray's default.
+export RAY_worker_niceness="${RAY_worker_niceness:-0}"
 
 # `ray job submit` talks to the dashboard's job API, which needs ray[default] (the project installs
 # it). In an environment without it, start a head anyway and run drivers against it directly.

@@ -23,9 +23,11 @@ def test_connect_embedded_then_address(monkeypatch, tmp_path):
         "from dft.config.schema import RaySection\n"
         "connect(RaySection(num_cpus=1))\n"
         "print('CPUS', ray.cluster_resources()['CPU'])\n"
+        "print('NICE', ray.get(ray.remote(num_cpus=0)(lambda: os.nice(0)).remote()))\n"
     )
-    env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("RAY_ADDRESS", "RAY_worker_niceness")}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "CPUS 1.0" in res.stdout
+    assert "NICE 0" in res.stdout  # an embedded Ray's workers at niceness 0, not Ray's 15 (prefer_local_worker_niceness)
     assert "embedded local Ray with 1 CPUs" in res.stderr
