@@ -3,7 +3,7 @@
 
     shard specs ──► read rows (task, 0 CPU) ──► ImageGenerator actors (map_batches, ActorPoolStrategy)
                                                    └─ each batch's rows written as parts of their shards
-    driver: counts rows per shard ──► a shard complete ──► commit task: tar + parquet + marker
+    driver: counts rows per shard ──► a shard complete ──► committer actor: tar + parquet + marker
 
 Resumption uses our own commit markers, not ``ray.data.checkpoint``: a shard is the unit a reader
 sees, so "the shard's marker exists" is exactly "its files are whole", whatever the storage, and a
