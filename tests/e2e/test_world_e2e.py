@@ -106,7 +106,8 @@ def test_3_finetuning_reduces_bias(world):
     s = world["summary"]
     v = verdict(s["base"], s["finetuned"], world["fid_base"], fid_ft)
     _record(world, "verdict", v)
-    assert all(c["pass"] for c in v["checks"].values()), v
+    # verdict's "pass" is every check's; make sure the explicit-fidelity checks are among them
+    assert {"gender_fidelity_kept", "skin_tone_group_fidelity_kept"} <= set(v["checks"]), v
     assert v["pass"], v
 
 
