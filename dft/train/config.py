@@ -28,6 +28,11 @@ class TrainConfig(Section):
         "attribute_dropout", description="Caption for each image."
     )
     attribute_dropout: float = Field(0.5, ge=0.0, le=1.0, description="Probability of the neutral caption.")
+    empty_caption_prob: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Probability of the empty caption instead (after the caption policy): trains the unconditional "
+        "model classifier-free guidance needs (diffusers' --proportion_empty_prompts).",
+    )
     precompute_latents: bool = Field(False, description="Encode VAE latents in a Ray Data actor pool first.")
     latent_actors: int = Field(1, ge=1, description="Actors encoding latents (precompute_latents); one GPU each on GPU.")
     materialize: Literal["auto", "always", "never"] = Field(
@@ -45,7 +50,11 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = Field(False)
     learning_rate: float = Field(1e-4, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps from 0 to the learning rate.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="After warm-up: constant, or cosine decay to min_lr_ratio x lr at max_steps."
+    )
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr / lr of the cosine schedule.")
     max_steps: int = Field(100, ge=1, description="Optimizer steps.")
     batch_size: int = Field(8, ge=1, description="Samples per worker per micro-step.")
     grad_accum: int = Field(1, ge=1)

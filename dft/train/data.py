@@ -152,6 +152,11 @@ def _tokenizer(source: str, cache_dir: str | None):
     return CLIPTokenizer.from_pretrained(resolve_model_source(source, cache_dir=cache_dir), subfolder="tokenizer")
 
 
+def tokenizer_for(source: str, cache_dir: str | None):
+    """The model source's CLIP tokenizer (cached per process)."""
+    return _tokenizer(source, cache_dir)
+
+
 def tokenize(tokenizer, texts: list[str]) -> np.ndarray:
     out = tokenizer(list(texts), padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="np")

@@ -48,7 +48,16 @@ def build_deepspeed_config(train_cfg, world_size: int, use_gpu: bool) -> dict[st
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
     }
-    if t.warmup_steps:
+    if t.lr_schedule == "cosine":
+        # Linear warm-up, then cosine decay to min_lr_ratio x lr at max_steps (DeepSpeed warms up over
+        # at least 2 steps). The scheduler's position is part of DeepSpeed's checkpoint.
+        cfg["scheduler"] = {
+            "type": "WarmupCosineLR",
+            "params": {"total_num_steps": t.max_steps, "warmup_min_ratio": 0.0,
+                       "warmup_num_steps": t.warmup_steps, "cos_min_ratio": t.min_lr_ratio,
+                       "warmup_type": "linear"},
+        }
+    elif t.warmup_steps:
         # Linear warmup to the learning rate, then constant (the lr is part of DeepSpeed's checkpoint).
         cfg["scheduler"] = {
             "type": "WarmupLR",

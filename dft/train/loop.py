@@ -20,7 +20,7 @@ from dft.train.components import build_module, trainable_named_parameters
 from dft.train.config import TrainConfig
 from dft.train.deepspeed_config import build_deepspeed_config, disable_cpu_shm_comm
 from dft.train.ema import EMA
-from dft.train.step import NonFiniteLoss, StepStats, check_finite, choose_captions, run_steps
+from dft.train.step import NonFiniteLoss, StepStats, check_finite, choose_captions, drop_to_empty, run_steps
 
 STATE = "state.json"
 EMA_FILE = "ema.pt"
@@ -93,8 +93,10 @@ class BatchStream:
     On resume it skips the batches already consumed in the current epoch (their count, not their
     identity: the local shuffle is not replayed exactly)."""
 
-    def __init__(self, shard, cfg: TrainConfig, device, epoch: int, position: int, generator: torch.Generator):
+    def __init__(self, shard, cfg: TrainConfig, device, epoch: int, position: int, generator: torch.Generator,
+                 empty_ids: torch.Tensor | None = None):
         self.shard, self.cfg, self.device, self.gen = shard, cfg, device, generator
+        self.empty_ids = empty_ids
         self.epoch, self.position = epoch, position
 
     def __iter__(self):
@@ -126,6 +128,8 @@ class BatchStream:
     def _prepare(self, raw: dict) -> dict:
         ids = choose_captions(raw["prompt_ids"], raw["neutral_ids"], self.cfg.caption_policy,
                               self.cfg.attribute_dropout, self.gen)
+        if self.cfg.empty_caption_prob > 0:
+            ids = drop_to_empty(ids, self.empty_ids, self.cfg.empty_caption_prob, self.gen)
         out = {"input_ids": ids.to(self.device)}
         key = "latent_params" if "latent_params" in raw else "pixels"
         out[key] = raw[key].to(self.device)
@@ -244,7 +248,12 @@ def train_loop_per_worker(config: dict) -> None:
     # Fresh randomness per rank and per resume point: noise, timesteps and caption draws.
     torch.manual_seed(cfg.seed * 7919 + rank * 104729 + step)
     gen = torch.Generator().manual_seed(cfg.seed * 31 + rank * 7 + step * 1_000_003)
-    stream = BatchStream(ray.train.get_dataset_shard("train"), cfg, engine.device, epoch, position, gen)
+    empty_ids = None
+    if cfg.empty_caption_prob > 0:
+        from dft.train.data import tokenize, tokenizer_for
+
+        empty_ids = torch.from_numpy(tokenize(tokenizer_for(config["model_source"], config.get("cache_dir")), [""]))[0]
+    stream = BatchStream(ray.train.get_dataset_shard("train"), cfg, engine.device, epoch, position, gen, empty_ids)
     batches = iter(stream)
     logs = Logs(cfg, config.get("tb_uri"), config.get("run_name", "dft"), rank)
     window = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}

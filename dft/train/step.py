@@ -49,6 +49,15 @@ def choose_captions(
     raise ValueError(f"unknown caption policy {policy!r}")
 
 
+def drop_to_empty(ids: torch.Tensor, empty_ids: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Replace each sample's caption by the empty caption with probability p (drawn anew every step),
+    so the model also learns the unconditional prediction classifier-free guidance subtracts."""
+    if p <= 0:
+        return ids
+    drop = torch.rand(ids.shape[0], generator=generator) < p
+    return torch.where(drop.to(ids.device)[:, None], empty_ids.to(ids.device)[None, :], ids)
+
+
 class DiffusionModule(torch.nn.Module):
     """One module for the engine: batch in, scalar loss out.
 

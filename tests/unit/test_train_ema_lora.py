@@ -3,7 +3,7 @@ import torch
 
 from dft.config.schema import RunConfig
 from dft.train.ema import EMA
-from dft.train.step import choose_captions
+from dft.train.step import choose_captions, drop_to_empty
 from dft.train.trainable import TrainableSpec, apply_trainable, merge_lora
 
 
@@ -37,6 +37,17 @@ def test_caption_policies():
     out = choose_captions(prompt, neutral, "attribute_dropout", 0.3, torch.Generator().manual_seed(0))
     share = float((out[:, 0] == 0).float().mean())
     assert 0.25 < share < 0.35
+
+
+def test_empty_caption_dropout_replaces_whole_captions_at_its_rate():
+    ids = torch.arange(1, 5).repeat(2000, 1)
+    empty = torch.tensor([49406, 49407, 49407, 49407])
+    assert torch.equal(drop_to_empty(ids, empty, 0.0, None), ids)
+    out = drop_to_empty(ids, empty, 0.1, torch.Generator().manual_seed(0))
+    dropped = (out == empty).all(dim=1)
+    kept = (out == ids).all(dim=1)
+    assert bool((dropped | kept).all())  # a caption is either whole or wholly empty
+    assert 0.08 < float(dropped.float().mean()) < 0.12
 
 
 def _tiny_parts():

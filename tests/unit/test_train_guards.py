@@ -99,3 +99,23 @@ def test_deepspeed_config_cpu_and_gpu():
     t.precision = "fp16"
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         build_deepspeed_config(t, world_size=1, use_gpu=False)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    import torch
+    from deepspeed.runtime.lr_schedules import WarmupCosineLR
+
+    t = RunConfig().train
+    t.learning_rate, t.warmup_steps, t.max_steps, t.lr_schedule, t.min_lr_ratio = 1e-3, 10, 100, "cosine", 0.1
+    sched_cfg = build_deepspeed_config(t, world_size=1, use_gpu=False)["scheduler"]
+    assert sched_cfg["type"] == "WarmupCosineLR"
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=t.learning_rate)
+    sched = WarmupCosineLR(opt, **sched_cfg["params"])  # DeepSpeed builds it from exactly these params
+    lrs = []
+    for step in range(t.max_steps + 1):  # DeepSpeed steps the scheduler once per optimizer step
+        sched.step(step)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5e-3)  # linear warm-up
+    assert lrs[10] == pytest.approx(1e-3, rel=1e-3)  # peak after warm-up
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then only down
+    assert lrs[t.max_steps] == pytest.approx(1e-4)  # to min_lr_ratio x lr
