@@ -39,6 +39,11 @@ class TrainConfig(Section):
         "auto", description="Keep the decoded set in Ray's object store ('auto': when the shards total <= 512 MiB)."
     )
     shuffle_buffer: int = Field(256, ge=0, description="Rows in each worker's local shuffle buffer (0: no shuffle).")
+    deterministic_data: bool = Field(
+        False,
+        description="Fixed block order in Ray Data (preserve_order, for the preprocessing and the ingest): with the "
+        "same seed and data a run repeats exactly; may slow a streaming ingest.",
+    )
     trainable: Literal["unet", "lora"] = Field("unet", description="Full UNet or LoRA adapters.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train_text_encoder: bool = Field(False, description="Also train the full text encoder (LoRA: see lora.text_encoder).")

@@ -217,7 +217,12 @@ def build_dataset(train_cfg, run, *, source: str, cache_dir: str | None, resolut
     import ray
 
     src = data_source(train_cfg, run)
-    ds = read_samples(src).map_batches(
+    ds = read_samples(src)
+    if train_cfg.deterministic_data:
+        # Blocks otherwise come out in the order their tasks finish, which varies run to run, and
+        # with them the local shuffle's input: the same seed would not give the same batches.
+        ds.context.execution_options.preserve_order = True
+    ds = ds.map_batches(
         preprocess_batch,
         fn_kwargs={"resolution": resolution, "source": source, "cache_dir": cache_dir},
         batch_format="numpy",

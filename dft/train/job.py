@@ -104,6 +104,17 @@ def _s3_storage(env: dict | None):
     return pafs.PyFileSystem(pafs.FSSpecHandler(s3fs.S3FileSystem(**kwargs)))
 
 
+def ingest_config(t):
+    """Ray Train's ingest options: Ray Data's defaults, in a fixed block order with deterministic_data."""
+    from ray.train import DataConfig
+
+    if not t.deterministic_data:
+        return DataConfig()
+    opts = DataConfig.default_ingest_options()
+    opts.preserve_order = True
+    return DataConfig(execution_options=opts)
+
+
 def run_config(cfg, worker_env: dict | None = None):
     import ray.train
 
@@ -174,6 +185,7 @@ def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=run_config(cfg, worker_env),
         datasets={"train": ds},
+        dataset_config=ingest_config(t),
     )
     log.info("training %s on %d worker(s) (%s), ZeRO %d, %d steps of %d x %d x %d samples", cfg.model.source,
              t.num_workers, "GPU" if use_gpu else "CPU", t.zero_stage, t.max_steps, t.batch_size, t.grad_accum,

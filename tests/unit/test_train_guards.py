@@ -119,3 +119,13 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
     assert lrs[10] == pytest.approx(1e-3, rel=1e-3)  # peak after warm-up
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then only down
     assert lrs[t.max_steps] == pytest.approx(1e-4)  # to min_lr_ratio x lr
+
+
+def test_deterministic_data_keeps_ray_datas_block_order_in_the_ingest():
+    from dft.train.job import ingest_config
+
+    t = RunConfig().train
+    assert t.deterministic_data is False
+    assert ingest_config(t)._resolve_execution_options("train").preserve_order is False
+    t.deterministic_data = True
+    assert ingest_config(t)._resolve_execution_options("train").preserve_order is True
