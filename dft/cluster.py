@@ -23,6 +23,27 @@ def prefer_local_worker_niceness() -> None:
     os.environ.setdefault("RAY_worker_niceness", "0")
 
 
+STATE_API_WARNING = "Failed to query Ray Train Controller actor state"
+
+
+class _DropStateApiWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(STATE_API_WARNING)
+
+
+def quiet_state_api_warnings() -> None:
+    """A worker-process setup hook for an embedded Ray without its dashboard.
+
+    Ray Train's placement-group cleaner asks the state API (served by the dashboard) every second
+    whether the training controller still lives; without a dashboard each ask fails and logs a
+    warning, about one line a second for the whole run. The cleaner only matters when a controller
+    dies ungracefully, and the embedded Ray ends with the driver, so the warning is dropped (from
+    that one logger, that one message)."""
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").addFilter(
+        _DropStateApiWarning()
+    )
+
+
 def connect(ray_cfg=None):
     """Connect once per process; returns the Ray context. Safe to call again."""
     import ray
@@ -48,6 +69,8 @@ def connect(ray_cfg=None):
             kwargs["num_gpus"] = ray_cfg.num_gpus
         if getattr(ray_cfg, "object_store_memory", None):
             kwargs["object_store_memory"] = ray_cfg.object_store_memory
+        if not kwargs["include_dashboard"]:
+            kwargs.setdefault("runtime_env", {})["worker_process_setup_hook"] = "dft.cluster.quiet_state_api_warnings"
         log.info("starting an embedded local Ray with %s CPUs", num_cpus)
         prefer_local_worker_niceness()
         ctx = ray.init(**kwargs)

@@ -24,6 +24,10 @@ def test_connect_embedded_then_address(monkeypatch, tmp_path):
         "connect(RaySection(num_cpus=1))\n"
         "print('CPUS', ray.cluster_resources()['CPU'])\n"
         "print('NICE', ray.get(ray.remote(num_cpus=0)(lambda: os.nice(0)).remote()))\n"
+        "pgc = 'ray.train.v2._internal.execution.controller.placement_group_cleaner'\n"
+        "keeps = lambda msg: bool(logging.getLogger(pgc).filter(logging.makeLogRecord({'msg': msg})))\n"
+        "print('KEEPS', ray.get(ray.remote(num_cpus=0)(lambda: [keeps('Failed to query Ray Train Controller "
+        "actor state. State API may be temporarily unavailable.'), keeps('other')]).remote()))\n"
     )
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("RAY_ADDRESS", "RAY_worker_niceness")}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
@@ -31,3 +35,5 @@ def test_connect_embedded_then_address(monkeypatch, tmp_path):
     assert "CPUS 1.0" in res.stdout
     assert "NICE 0" in res.stdout  # an embedded Ray's workers at niceness 0, not Ray's 15 (prefer_local_worker_niceness)
     assert "embedded local Ray with 1 CPUs" in res.stderr
+    # workers drop the once-a-second state-API warning of Ray Train's placement-group cleaner, only it
+    assert "KEEPS [False, True]" in res.stdout
