@@ -2,13 +2,17 @@
 
 Two phases, fixed seeds:
 1. the VAE learns to reconstruct the world's portraits (a small pure-torch loop: the fine-tuning
-   stage trains the UNet, not the VAE); its latent scaling factor is then set so the latents the
-   UNet sees have unit variance;
-2. the UNet and text encoder learn the corpus's captions with the diffusion loss.
+   stage trains UNets and text encoders, not VAEs); its latent scaling factor is then set so the
+   latents the UNet sees have unit variance, and the pipeline (new VAE, untrained UNet and text
+   encoder) is saved as the starting point;
+2. the fine-tuning stage itself (``dft.train``: Ray Train, DeepSpeed, the same loop and export a
+   real run uses) trains the UNet and the text encoder on the corpus's own captions, with 10% empty
+   captions so classifier-free guidance has an unconditional model.
 
-The result is a diffusers pipeline folder (a model source string), cached under
-``DFT_CACHE/world/base-<hash>`` keyed by the corpus and training settings, so the demo and the
-tests build it once per machine.
+The result is a diffusers pipeline folder (a model source string), cached under the model cache and
+keyed by the corpus and training settings, so the demo and the tests build it once per machine. The
+build works in ``<cache>/world/build-<hash>``: a build that stops (a crash, Ctrl-C) resumes from the
+saved starting point and the training's latest checkpoint when it is started again.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dft import storage
 from dft.world.corpus import CorpusConfig
 
 log = logging.getLogger(__name__)
@@ -37,13 +42,16 @@ class BaseModelConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     vae_kl: float = 1e-6
-    unet_steps: int = 2000
-    unet_batch: int = 64
+    unet_steps: int = 1600
+    unet_batch: int = 40
     unet_lr: float = 1e-3
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1  # cosine decay to this share of unet_lr
+    weight_decay: float = 1e-2
     train_text_encoder: bool = True
     uncond_prob: float = 0.1  # empty captions, so classifier-free guidance has an unconditional model
     seed: int = 0
-    version: int = 2  # bump when the build changes what it produces for the same settings
+    version: int = 3  # bump when the build changes what it produces for the same settings (3: UNet by dft.train)
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -85,7 +93,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 def _update(loss, opt, sched, params, name: str, step: int, total: int, t0: float, losses: list, on_log) -> None:
     """One optimizer step (clipped at norm 1) and the schedule's; every 50 steps and at the end,
-    record the loss, log it and call ``on_log``. Shared by the VAE and UNet loops."""
+    record the loss, log it and call ``on_log``."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -157,50 +165,6 @@ def set_latent_scale(vae, latents: torch.Tensor) -> float:
     return scale
 
 
-def encode_text(pipe, captions: list[str]) -> torch.Tensor:
-    ids = pipe.tokenizer(
-        captions, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-    return ids
-
-
-def train_unet(pipe, latents: torch.Tensor, captions: list[str], cfg: BaseModelConfig, on_log=None) -> list[float]:
-    """Epsilon-prediction diffusion loss on precomputed (scaled) latents; the text encoder trains too
-    when configured. Captions are replaced by "" with probability ``uncond_prob``."""
-    g = torch.Generator().manual_seed(cfg.seed + 1)
-    unet, te, sched = pipe.unet, pipe.text_encoder, pipe.scheduler
-    ids_all = encode_text(pipe, captions)
-    ids_empty = encode_text(pipe, [""])[0]
-    params = list(unet.parameters()) + (list(te.parameters()) if cfg.train_text_encoder else [])
-    unet.train()
-    te.train(cfg.train_text_encoder)
-    te.requires_grad_(cfg.train_text_encoder)
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
-    lr = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * s / cfg.unet_steps)))
-    )
-    alphas = sched.alphas_cumprod
-    losses, t0 = [], time.time()
-    for step in range(1, cfg.unet_steps + 1):
-        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=g)
-        z0 = latents[idx]
-        ids = ids_all[idx].clone()
-        drop = torch.rand(cfg.unet_batch, generator=g) < cfg.uncond_prob
-        ids[drop] = ids_empty
-        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.unet_batch,), generator=g)
-        noise = torch.randn(z0.shape, generator=g)
-        a = alphas[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        with torch.set_grad_enabled(cfg.train_text_encoder):
-            emb = te(ids)[0]
-        pred = unet(zt, t, emb).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
-        _update(loss, opt, lr, params, "UNet", step, cfg.unet_steps, t0, losses, on_log)
-    unet.eval()
-    te.eval()
-    return losses
-
-
 # ---------------------------------------------------------------------------------------------
 # Building and caching the base model
 
@@ -254,47 +218,110 @@ def build_builtin(folder: Path) -> None:
     _train_into(BaseModelConfig(), folder, None)
 
 
-def _train_into(cfg: BaseModelConfig, folder: Path, cache_dir: str | None) -> None:
+def build_dir(cfg: BaseModelConfig, cache_dir: str | None = None) -> Path:
+    """Where a build keeps its starting point and its training run until it is done."""
+    from dft.models.sources import cache_root
+
+    return cache_root(cache_dir) / "world" / f"build-{cfg.hash()}"
+
+
+def train_config(cfg: BaseModelConfig, init_folder: Path, corpus: Path, run_uri: Path, cpus: int,
+                 cache_dir: str | None):
+    """The fine-tuning stage's config for phase 2: a RunConfig like any run's, with the corpus as its
+    data and the corpus's own captions (no attribute dropout)."""
+    from dft.config.schema import RunConfig
+
+    return RunConfig.model_validate({
+        "run": {"uri": str(run_uri), "name": "world-base"},
+        "model": {"source": str(init_folder), "cache_dir": cache_dir},
+        "train": {
+            "data_uri": str(corpus), "data_format": "parquet", "caption_policy": "prompt",
+            "empty_caption_prob": cfg.uncond_prob, "trainable": "unet", "train_text_encoder": cfg.train_text_encoder,
+            "learning_rate": cfg.unet_lr, "weight_decay": cfg.weight_decay, "warmup_steps": cfg.warmup_steps,
+            "lr_schedule": "cosine", "min_lr_ratio": cfg.min_lr_ratio, "max_steps": cfg.unet_steps,
+            "batch_size": cfg.unet_batch, "max_grad_norm": 1.0, "precompute_latents": True,
+            "materialize": "always", "shuffle_buffer": cfg.corpus.size,  # the corpus is ordered: shuffle all of it
+            "deterministic_data": True,  # the same base model on every machine that builds it
+            "num_workers": 1, "cpus_per_worker": cpus, "use_gpu": False, "zero_stage": 0,
+            "checkpoint_every": 250, "keep_checkpoints": 1, "log_every": 100, "seed": cfg.seed,
+        },
+    })
+
+
+def _prepare_init(cfg: BaseModelConfig, init: Path, cdir: Path, cache_dir: str | None) -> dict:
+    """Phase 1: the trained VAE in the untrained small-sd pipeline, saved to ``init`` (reused if a
+    previous build got this far). Returns what it measured."""
     import pyarrow.parquet as pq
 
     from dft.models.sources import load_pipeline
-    from dft.world.corpus import build_corpus, load_corpus_images
+    from dft.world.corpus import load_corpus_images
+
+    marker = init / "world_init.json"
+    if marker.exists():
+        log.info("world base model: reusing the trained VAE in %s", init)
+        return json.loads(marker.read_text())
+    images, _meta = load_corpus_images(str(cdir))
+    truth = pq.read_table(str(cdir / "truth.parquet")).to_pydict()
+    pipe = load_pipeline(cfg.init_source, cache_dir=cache_dir)
+    pipe.register_modules(vae=make_vae(cfg))
+    t0 = time.time()
+    vae_losses = train_vae(pipe.vae, images, cfg)
+    fidelity = vae_fidelity(pipe.vae, images, truth)
+    log.info("world VAE: reconstructions read back %s", fidelity)
+    make_encoder_deterministic(pipe.vae)
+    scale = set_latent_scale(pipe.vae, encode_latents(pipe.vae, images))
+    if init.exists():
+        import shutil
+
+        shutil.rmtree(init)
+    pipe.save_pretrained(str(init), safe_serialization=True)
+    info = {"vae_reconstruction_fidelity": fidelity, "latent_scaling_factor": scale, "vae_losses": vae_losses,
+            "vae_seconds": round(time.time() - t0, 1)}
+    marker.write_text(json.dumps(info, indent=1))  # last: the starting point is complete
+    return info
+
+
+def _train_into(cfg: BaseModelConfig, folder: Path, cache_dir: str | None) -> None:
+    import os
+    import shutil
+
+    import ray
+
+    from dft.cluster import connect
+    from dft.train.stage import run_train
+    from dft.world.corpus import build_corpus
 
     threads = torch.get_num_threads()
-    # One intra-op thread: on a shared 2-core machine two OpenMP threads wait on each other far more
-    # than they help for these small convolutions (measured ~10x slower under load).
-    torch.set_num_threads(1)
+    # At most 2 intra-op threads: more than the cores there are makes OpenMP threads wait on each other.
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     try:
         t0 = time.time()
         cdir = corpus_dir(cfg, cache_dir)
         counts = build_corpus(cfg.corpus, str(cdir))
-        images, meta = load_corpus_images(str(cdir))
-        truth = pq.read_table(str(cdir / "truth.parquet")).to_pydict()
-        pipe = load_pipeline(cfg.init_source, cache_dir=cache_dir)
-        pipe.register_modules(vae=make_vae(cfg))
+        work = build_dir(cfg, cache_dir)
         t1 = time.time()
-        vae_losses = train_vae(pipe.vae, images, cfg)
-        fidelity = vae_fidelity(pipe.vae, images, truth)
-        log.info("world VAE: reconstructions read back %s", fidelity)
-        make_encoder_deterministic(pipe.vae)
-        latents = encode_latents(pipe.vae, images)
-        scale = set_latent_scale(pipe.vae, latents)
+        init = _prepare_init(cfg, work / "init", cdir, cache_dir)
         t2 = time.time()
-        unet_losses = train_unet(pipe, latents * scale, meta.column("prompt").to_pylist(), cfg)
+        connect()  # the caller's Ray if it has one, else an embedded local Ray
+        cpus = max(1, min(2, int(ray.cluster_resources().get("CPU", 1))))
+        tcfg = train_config(cfg, work / "init", cdir, work / "run", cpus, cache_dir)
+        log.info("world base model: training the UNet and text encoder with the fine-tuning stage "
+                 "(%d steps of %d, %d CPU threads) in %s", cfg.unet_steps, cfg.unet_batch, cpus, work)
+        trained = run_train(tcfg)
         t3 = time.time()
-        pipe.save_pretrained(str(folder), safe_serialization=True)
+        shutil.copytree(storage.normalize(trained["model"]), folder, dirs_exist_ok=True)
         info = {
             "config": asdict(cfg),
             "hash": cfg.hash(),
             "corpus": counts,
             "corpus_uri": str(cdir),
-            "vae_reconstruction_fidelity": fidelity,
-            "latent_scaling_factor": scale,
-            "vae_losses": vae_losses,
-            "unet_losses": unet_losses,
-            "seconds": {"corpus": round(t1 - t0, 1), "vae": round(t2 - t1, 1), "unet": round(t3 - t2, 1)},
+            **{k: v for k, v in init.items() if k != "vae_seconds"},
+            "train": {k: trained.get(k) for k in ("steps", "final_loss", "samples_seen", "samples_per_s", "rows")},
+            "train_config": tcfg.train.model_dump(mode="json", exclude={"data_uri"}),
+            "seconds": {"corpus": round(t1 - t0, 1), "vae": init.get("vae_seconds"), "unet": round(t3 - t2, 1)},
         }
         (folder / "world_base.json").write_text(json.dumps(info, indent=1))
+        shutil.rmtree(work, ignore_errors=True)  # the build's starting point and checkpoints: done with
     finally:
         torch.set_num_threads(threads)
 

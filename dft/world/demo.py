@@ -36,7 +36,10 @@ def prepare(cfg, base: BaseModelConfig | None = None) -> str:
     if cfg.model.source not in (BASE_SOURCE,) and base is None:
         log.info("model.source is %r, not %r: the demo world's base model is not built", cfg.model.source, BASE_SOURCE)
         return cfg.model.source
+    from dft.cluster import connect
+
     t0 = time.time()
+    connect(cfg.ray)  # a first build trains with the fine-tuning stage, on this run's Ray
     folder = build_base_model(base, cache_dir=cfg.model.cache_dir)
     info = base_model_info(folder)
     log.info("world base model: %s (%.0f s; VAE reconstructions read back %s)", folder, time.time() - t0,
