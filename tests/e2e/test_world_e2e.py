@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-# In `make test` (the issue asks for it there): about 10 minutes with world-base cached, 20 without.
+# In `make test` (the issue asks for it there): about 8 minutes with world-base cached, 13 without.
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 log = logging.getLogger(__name__)
