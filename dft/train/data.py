@@ -144,17 +144,13 @@ def _keep_filter(batch, keep: frozenset):
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenizer(source: str, cache_dir: str | None):
+def tokenizer_for(source: str, cache_dir: str | None):
+    """The model source's CLIP tokenizer (cached per process)."""
     from transformers import CLIPTokenizer
 
     from dft.models.sources import resolve_model_source
 
     return CLIPTokenizer.from_pretrained(resolve_model_source(source, cache_dir=cache_dir), subfolder="tokenizer")
-
-
-def tokenizer_for(source: str, cache_dir: str | None):
-    """The model source's CLIP tokenizer (cached per process)."""
-    return _tokenizer(source, cache_dir)
 
 
 def tokenize(tokenizer, texts: list[str]) -> np.ndarray:
@@ -179,7 +175,7 @@ def decode_image(data: bytes, resolution: int) -> np.ndarray:
 
 
 def preprocess_batch(batch: dict, resolution: int, source: str, cache_dir: str | None) -> dict:
-    tok = _tokenizer(source, cache_dir)
+    tok = tokenizer_for(source, cache_dir)
     return {
         "pixels": np.stack([decode_image(b, resolution) for b in batch["image"]]),
         "prompt_ids": tokenize(tok, batch["prompt"]),

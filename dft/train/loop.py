@@ -128,8 +128,7 @@ class BatchStream:
     def _prepare(self, raw: dict) -> dict:
         ids = choose_captions(raw["prompt_ids"], raw["neutral_ids"], self.cfg.caption_policy,
                               self.cfg.attribute_dropout, self.gen)
-        if self.cfg.empty_caption_prob > 0:
-            ids = drop_to_empty(ids, self.empty_ids, self.cfg.empty_caption_prob, self.gen)
+        ids = drop_to_empty(ids, self.empty_ids, self.cfg.empty_caption_prob, self.gen)
         out = {"input_ids": ids.to(self.device)}
         key = "latent_params" if "latent_params" in raw else "pixels"
         out[key] = raw[key].to(self.device)

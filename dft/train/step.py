@@ -34,6 +34,12 @@ class DataExhausted(RuntimeError):
     pass
 
 
+def _swap_rows(ids: torch.Tensor, other: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Each row of ``ids`` replaced by ``other`` (its row, or one caption for all) with probability p."""
+    drop = torch.rand(ids.shape[0], generator=generator) < p
+    return torch.where(drop.to(ids.device)[:, None], other.to(ids.device), ids)
+
+
 def choose_captions(
     prompt_ids: torch.Tensor, neutral_ids: torch.Tensor, policy: str, q: float, generator: torch.Generator | None
 ) -> torch.Tensor:
@@ -44,8 +50,7 @@ def choose_captions(
     if policy == "neutral":
         return neutral_ids
     if policy == "attribute_dropout":
-        drop = torch.rand(prompt_ids.shape[0], generator=generator) < q
-        return torch.where(drop.to(prompt_ids.device)[:, None], neutral_ids, prompt_ids)
+        return _swap_rows(prompt_ids, neutral_ids, q, generator)
     raise ValueError(f"unknown caption policy {policy!r}")
 
 
@@ -54,8 +59,7 @@ def drop_to_empty(ids: torch.Tensor, empty_ids: torch.Tensor, p: float, generato
     so the model also learns the unconditional prediction classifier-free guidance subtracts."""
     if p <= 0:
         return ids
-    drop = torch.rand(ids.shape[0], generator=generator) < p
-    return torch.where(drop.to(ids.device)[:, None], empty_ids.to(ids.device)[None, :], ids)
+    return _swap_rows(ids, empty_ids[None, :], p, generator)
 
 
 class DiffusionModule(torch.nn.Module):

@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -271,8 +273,6 @@ def _prepare_init(cfg: BaseModelConfig, init: Path, cdir: Path, cache_dir: str |
     make_encoder_deterministic(pipe.vae)
     scale = set_latent_scale(pipe.vae, encode_latents(pipe.vae, images))
     if init.exists():
-        import shutil
-
         shutil.rmtree(init)
     pipe.save_pretrained(str(init), safe_serialization=True)
     info = {"vae_reconstruction_fidelity": fidelity, "latent_scaling_factor": scale, "vae_losses": vae_losses,
@@ -282,9 +282,6 @@ def _prepare_init(cfg: BaseModelConfig, init: Path, cdir: Path, cache_dir: str |
 
 
 def _train_into(cfg: BaseModelConfig, folder: Path, cache_dir: str | None) -> None:
-    import os
-    import shutil
-
     import ray
 
     from dft.cluster import connect

@@ -32,10 +32,10 @@ def _cfg(run_uri: str, **train) -> RunConfig:
 
 
 def _fixed_batch(n=16):
-    from dft.train.data import _tokenizer, decode_image, tokenize
+    from dft.train.data import decode_image, tokenize, tokenizer_for
 
     rs = rows(n)
-    tok = _tokenizer("tiny-sd", None)
+    tok = tokenizer_for("tiny-sd", None)
     return {"pixels": torch.from_numpy(np.stack([decode_image(r["image"], 32) for r in rs])),
             "input_ids": torch.from_numpy(tokenize(tok, [r["prompt"] for r in rs]))}
 
