@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 
+from dft.errors import DftError
+
 log = logging.getLogger(__name__)
 
 
@@ -23,45 +25,41 @@ def prefer_local_worker_niceness() -> None:
     os.environ.setdefault("RAY_worker_niceness", "0")
 
 
-STATE_API_WARNING = "Failed to query Ray Train Controller actor state"
+def in_submitted_job() -> bool:
+    """Whether this process is the driver of a job submitted with ``ray job submit`` (or a RayJob).
 
-
-class _DropStateApiWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(STATE_API_WARNING)
-
-
-def quiet_state_api_warnings() -> None:
-    """A worker-process setup hook for an embedded Ray without its dashboard.
-
-    Ray Train's placement-group cleaner asks the state API (served by the dashboard) every second
-    whether the training controller still lives; without a dashboard each ask fails and logs a
-    warning, about one line a second for the whole run. The cleaner only matters when a controller
-    dies ungracefully, and the embedded Ray ends with the driver, so the warning is dropped (from
-    that one logger, that one message)."""
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").addFilter(
-        _DropStateApiWarning()
-    )
+    Ray's job supervisor hands the job's runtime environment (its ``--working-dir`` copy, the
+    ``--runtime-env-json`` env_vars) to the driver in this variable; ``ray.init`` then applies it to
+    every task and actor of the job by itself."""
+    return bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
 
 
 def connect(ray_cfg=None):
-    """Connect once per process; returns the Ray context. Safe to call again."""
+    """Connect once per process; returns the Ray context. Safe to call again.
+
+    Inside a submitted job no ``runtime_env`` is passed: the job's own (working dir, env_vars) is
+    already in force, and a second one would replace it (Ray then deletes the job's working-dir copy
+    under the running driver) or be refused when the job set env_vars. Outside a job the driver's
+    FORWARDED_ENV values travel to the workers. An embedded Ray is always a new one (``address="local"``),
+    never a ``ray start`` cluster that Ray happens to find recorded in its temp dir."""
     import ray
 
+    global _placement_timeout_s
+    _placement_timeout_s = float(getattr(ray_cfg, "placement_timeout_s", None) or _placement_timeout_s)
     if ray.is_initialized():
         return ray.get_runtime_context()
     address = getattr(ray_cfg, "address", None) or os.environ.get("RAY_ADDRESS")
-    # Our library code lives in the driver's working tree; ship the environment to workers only on clusters.
     kwargs: dict = {"log_to_driver": True, "logging_level": logging.WARNING}
     env_vars = worker_env_vars()
-    if env_vars:
+    if env_vars and not in_submitted_job():
         kwargs["runtime_env"] = {"env_vars": env_vars}
     if address:
-        log.info("connecting to Ray at %s", address)
+        log.info("connecting to Ray at %s%s", address, " (submitted job)" if in_submitted_job() else "")
         ctx = ray.init(address=address, **kwargs)
     else:
         num_cpus = getattr(ray_cfg, "num_cpus", None) or os.cpu_count() or 1
         kwargs.update(
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=bool(getattr(ray_cfg, "include_dashboard", False)),
         )
@@ -69,8 +67,6 @@ def connect(ray_cfg=None):
             kwargs["num_gpus"] = ray_cfg.num_gpus
         if getattr(ray_cfg, "object_store_memory", None):
             kwargs["object_store_memory"] = ray_cfg.object_store_memory
-        if not kwargs["include_dashboard"]:
-            kwargs.setdefault("runtime_env", {})["worker_process_setup_hook"] = "dft.cluster.quiet_state_api_warnings"
         log.info("starting an embedded local Ray with %s CPUs", num_cpus)
         prefer_local_worker_niceness()
         ctx = ray.init(**kwargs)
@@ -78,6 +74,90 @@ def connect(ray_cfg=None):
     if dashboard:
         log.info("Ray dashboard: http://%s", dashboard)
     return ray.get_runtime_context()
+
+
+_placement_timeout_s = 600.0  # ray.placement_timeout_s of the last connect()
+
+
+class RunLocationError(DftError, ValueError):
+    """A run folder that would not outlive the job that writes it."""
+
+
+def check_run_uri(uri: str) -> None:
+    """Refuse a relative local run folder inside a submitted job: the driver's working directory there is
+    Ray's temporary copy of ``--working-dir`` (deleted with the job, and different on every node), not the
+    directory the job was submitted from, which the job cannot know."""
+    scheme, sep, rest = uri.partition("://")
+    path = rest if sep else uri
+    if (not sep or scheme == "file") and not os.path.isabs(path) and in_submitted_job():
+        raise RunLocationError(
+            f"run.uri: {uri!r} is a relative path, and this is a submitted Ray job, whose working directory is "
+            f"Ray's temporary copy of --working-dir ({os.getcwd()}), deleted when the job ends. Pass an absolute "
+            f"path on storage every node shares (--set run.uri=$PWD/{path} from the submitting shell) or s3://."
+        )
+
+
+class PlacementTimeout(DftError, RuntimeError):
+    """The cluster could not give a stage the resources it asked for within ``ray.placement_timeout_s``."""
+
+
+def _fits(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> bool:
+    """Whether every bundle fits on some node's total resources (first fit, largest bundles first)."""
+    free = [dict(n) for n in nodes]
+    for b in sorted(bundles, key=lambda b: (-b.get("GPU", 0), -b.get("CPU", 0))):
+        for node in free:
+            if all(node.get(k, 0.0) + 1e-9 >= v for k, v in b.items() if v):
+                for k, v in b.items():
+                    node[k] = node.get(k, 0.0) - v
+                break
+        else:
+            return False
+    return True
+
+
+def _describe(resources: dict[str, float]) -> str:
+    keys = [k for k in ("CPU", "GPU") if k in resources] + sorted(
+        k for k in resources if k not in ("CPU", "GPU", "memory", "object_store_memory")
+        and not k.startswith("node:") and "accelerator_type" not in k)
+    return "{" + ", ".join(f"{k}: {resources[k]:g}" for k in keys) + "}"
+
+
+def node_resources() -> list[dict[str, float]]:
+    """Total resources of each alive node (what could ever be placed there)."""
+    import ray
+
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
+def wait_for_resources(bundles: list[dict[str, float]], what: str, timeout_s: float | None = None,
+                       poll_s: float = 2.0) -> None:
+    """Wait until the cluster's nodes could hold ``bundles`` (nodes may still be joining, e.g. an
+    autoscaler's); fail after ``timeout_s`` naming what was asked for and what the cluster has, instead
+    of leaving a job pending forever. Checks totals, not what is free now: other jobs come and go."""
+    import time
+
+    timeout_s = _placement_timeout_s if timeout_s is None else timeout_s
+    t0 = time.monotonic()
+    bundles = [{k: float(v) for k, v in b.items() if v} for b in bundles]
+    warned = False
+    while True:
+        nodes = node_resources()
+        if _fits(bundles, nodes):
+            return
+        waited = time.monotonic() - t0
+        if waited >= timeout_s:
+            asked = f"{len(bundles)} x {_describe(bundles[0])}" if bundles else "nothing"
+            have = ", ".join(_describe(n) for n in nodes) or "no alive nodes"
+            raise PlacementTimeout(
+                f"{what}: asked for {asked}, and in {timeout_s:g}s the cluster never had room for it; its nodes "
+                f"have {have}. Add nodes with those resources (worker nodes with CPUs: the head of "
+                "cluster/local has none), lower the request, or raise ray.placement_timeout_s."
+            )
+        if not warned:
+            log.warning("%s: waiting up to %gs for room for %d x %s (nodes now: %s)", what, timeout_s,
+                        len(bundles), _describe(bundles[0]), ", ".join(_describe(n) for n in nodes))
+            warned = True
+        time.sleep(min(poll_s, max(0.1, timeout_s - waited)))
 
 
 # Variables workers need to see the same world as the driver (offline hub, S3 endpoint, caches, fault

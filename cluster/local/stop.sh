@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
-# Stops the local Ray started by start.sh. `ray stop` ends every Ray process of this user on this
-# machine, including embedded Rays of running tests or notebooks.
+# Stops exactly the nodes cluster/local/start.sh started (by their process ids, workers first).
+# Never `ray stop`: that ends every Ray process of this user, embedded Rays of tests and notebooks too.
 set -euo pipefail
-ray_bin="${DFT_RAY_BIN:-$(command -v ray || true)}"
-if [[ -z "$ray_bin" ]]; then
-  here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-  ray_bin="$here/.venv/bin/ray"
-fi
-"$ray_bin" stop
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+py="${DFT_PYTHON:-$here/../../.venv/bin/python}"
+exec "$py" "$here/raylocal.py" ${DFT_LOCAL_CLUSTER_DIR:+--dir "$DFT_LOCAL_CLUSTER_DIR"} down

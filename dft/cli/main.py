@@ -202,13 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     files = list(args.config)
     if args.command == "demo":
         return _demo(files, args.overrides, args.force)
+    from dft.cluster import check_run_uri
+    from dft.errors import DftError
+
     try:
         cfg = load_config(files, args.overrides)
+        check_run_uri(cfg.run.uri)
         if args.command in ("prompts", "run", "demo", "generate"):
             from dft.prompts.vocab import load_vocabulary
 
             load_vocabulary(cfg.prompts.vocab)
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, DftError) as exc:
         console.print(f"[red]{exc}[/red]")
         return 2
 

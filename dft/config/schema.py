@@ -28,6 +28,10 @@ class RaySection(Section):
     num_gpus: int | None = Field(None, ge=0, description="GPUs for an embedded local Ray (default: detect).")
     object_store_memory: int | None = Field(None, ge=78643200, description="Bytes for the embedded object store.")
     include_dashboard: bool = Field(False, description="Start the dashboard with an embedded Ray.")
+    placement_timeout_s: float = Field(
+        600.0, gt=0, description="How long a stage waits for the cluster to have room for its actors or "
+        "training workers (nodes may still be joining) before failing with what it asked for and what the "
+        "cluster has.")
 
 
 class ModelSection(Section):

@@ -58,11 +58,16 @@ def read_with_ray(
 
     if not parquet_files:
         return pa.table({})
-    fs, _ = storage.pyarrow_filesystem(parquet_files[0])
-    paths = [storage.pyarrow_filesystem(u)[1] for u in parquet_files]
-    ds = ray.data.read_parquet(paths, filesystem=fs)
+    # Reading is I/O: tasks of 0 CPUs, so on a small node they never wait behind the reader actors for a
+    # CPU (ray.data.read_parquet lists files in a 1-CPU task that can deadlock a 1-CPU node).
+    ds = ray.data.from_items([{"uri": u} for u in parquet_files], override_num_blocks=len(parquet_files))
+    ds = ds.map_batches(read_parquet_rows, batch_size=1, batch_format="pyarrow", num_cpus=0)
     batch_size = min(c.batch_size for c in reader_cfgs)
     num_gpus = max(c.num_gpus for c in reader_cfgs)
+    from dft.cluster import wait_for_resources
+
+    # Ray Data's default of 1 CPU per actor.
+    wait_for_resources([{"CPU": 1, "GPU": num_gpus}] * num_actors, f"evaluate: {num_actors} reader actor(s)")
     labelled = ds.map_batches(
         ReadAttributes,
         fn_constructor_args=([c.model_dump(mode="json") for c in reader_cfgs], extra_columns),
@@ -73,6 +78,20 @@ def read_with_ray(
     )
     tables = [_fix_reasons(t) for t in _arrow_tables(labelled)]
     return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+
+
+READ_ROWS = 256  # rows per block read from a shard
+
+
+def read_parquet_rows(files: pa.Table):
+    """Rows of the Parquet files named in ``files["uri"]``, a block of READ_ROWS at a time."""
+    import pyarrow.parquet as pq
+
+    for uri in files["uri"].to_pylist():
+        fs, p = storage.pyarrow_filesystem(uri)
+        with fs.open_input_file(p) as f:
+            for rb in pq.ParquetFile(f).iter_batches(batch_size=READ_ROWS):
+                yield pa.Table.from_batches([rb])
 
 
 def _arrow_tables(ds) -> list[pa.Table]:

@@ -156,6 +156,10 @@ def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: st
     saved_bars = ctx.enable_progress_bars
     ctx.enable_progress_bars = progress
     runtime_env = _runtime_env(worker_env)
+    from dft.cluster import wait_for_resources
+
+    wait_for_resources([{"CPU": cfg.num_cpus_per_actor, "GPU": cfg.num_gpus_per_actor}] * cfg.num_actors,
+                       f"generate: {cfg.num_actors} generation actor(s)")
     # Started first, so its process comes up while Ray Data plans. A committer lost with its node is
     # restarted and the commit redone (commit_shard is idempotent).
     committer = ray.remote(ShardCommitter).options(

@@ -140,11 +140,12 @@ def run_config(cfg, worker_env: dict | None = None):
 def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
     """Train to ``train.max_steps`` (resuming from the latest checkpoint when there is one)."""
     from ray.train import ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
-    from dft.cluster import connect
+    from dft.cluster import connect, wait_for_resources
     from dft.models.sources import resolve_model_source
     from dft.train.components import model_info
+    from dft.train.controller_watch import DftTorchTrainer
     from dft.train.data import build_dataset
     from dft.train.deepspeed_config import resolve_precision
     from dft.train.loop import train_loop_per_worker
@@ -160,11 +161,12 @@ def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
     info = model_info(folder)
     resolution = t.resolution or info.resolution
     run = Run(cfg.run.uri)
-    ds, data_info = build_dataset(t, run, source=cfg.model.source, cache_dir=cfg.model.cache_dir,
-                                  resolution=resolution, use_gpu=use_gpu)
     resources = {"CPU": t.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = 1
+    wait_for_resources([resources] * t.num_workers, f"train: {t.num_workers} Ray Train worker(s)")
+    ds, data_info = build_dataset(t, run, source=cfg.model.source, cache_dir=cfg.model.cache_dir,
+                                  resolution=resolution, use_gpu=use_gpu)
     loop_config = {
         "train": t.model_dump(mode="json"),
         # Workers resolve the source themselves (s3:// copies land in each node's cache).
@@ -178,7 +180,7 @@ def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
         "stop_uri": stop_uri(cfg),
         "fault_marker_uri": run.path("checkpoints", "_faults", f"step-{t.fault_inject_step}") if t.fault_inject_step else None,
     }
-    trainer = TorchTrainer(
+    trainer = DftTorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu, resources_per_worker=resources),

@@ -1,7 +1,10 @@
 """``train_loop_per_worker``: one Ray Train worker = one DeepSpeed rank running the pure step loop.
 
 Checkpoints hold DeepSpeed's per-rank files under ``deepspeed/`` (Ray merges the ranks' folders),
-plus ``state.json`` (step, data position, world size, config) and ``ema.pt`` from rank 0."""
+plus ``state.json`` (step, data position, world size, config) and ``ema.pt`` from rank 0, and each rank's
+random-number state under ``rng/``: a run restarted from a checkpoint (a preemption, a lost node, a
+re-submitted job) draws the same noise, timesteps and captions as one that never stopped, so with
+``train.deterministic_data`` it ends with the same weights."""
 
 from __future__ import annotations
 
@@ -25,6 +28,21 @@ from dft.train.step import NonFiniteLoss, StepStats, check_finite, choose_captio
 STATE = "state.json"
 EMA_FILE = "ema.pt"
 DS_DIR = "deepspeed"
+RNG_DIR = "rng"
+
+
+def rng_state(gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "gen": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["gen"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 class ResizeError(DftError, RuntimeError):
@@ -220,6 +238,7 @@ def train_loop_per_worker(config: dict) -> None:
     ema = EMA(trainable_named_parameters(engine.module), cfg.ema_decay) if cfg.ema_decay else None
 
     step, epoch, position, samples_seen = 0, 0, 0, 0
+    saved_rng = None
     timing: dict = {}
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
@@ -241,12 +260,17 @@ def train_loop_per_worker(config: dict) -> None:
                 position = 0
             if ema is not None and os.path.exists(os.path.join(d, EMA_FILE)):
                 ema.load_state_dict(torch.load(os.path.join(d, EMA_FILE), map_location="cpu"))
+            rng_file = os.path.join(d, RNG_DIR, f"rank-{rank}.pt")
+            if not resized and os.path.exists(rng_file):
+                saved_rng = torch.load(rng_file, weights_only=False)
         timing["restore_s"] = time.perf_counter() - t_restore
         _progress_logger().info("rank %d resumed from step %d (epoch %d, batch %d)", rank, step, epoch, position)
 
     # Fresh randomness per rank and per resume point: noise, timesteps and caption draws.
     torch.manual_seed(cfg.seed * 7919 + rank * 104729 + step)
     gen = torch.Generator().manual_seed(cfg.seed * 31 + rank * 7 + step * 1_000_003)
+    if saved_rng is not None:  # the same rank at the same step: continue its streams exactly
+        restore_rng_state(saved_rng, gen)
     empty_ids = None
     if cfg.empty_caption_prob > 0:
         from dft.train.data import tokenize, tokenizer_for
@@ -257,6 +281,7 @@ def train_loop_per_worker(config: dict) -> None:
     logs = Logs(cfg, config.get("tb_uri"), config.get("run_name", "dft"), rank)
     window = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}
     last_saved = {"step": step}
+    preemption = {"saved": False}  # one checkpoint per notice, as Ray's pattern does
     per_micro = cfg.batch_size * world
 
     def metrics_for(stats: StepStats) -> dict:
@@ -274,6 +299,8 @@ def train_loop_per_worker(config: dict) -> None:
         with tempfile.TemporaryDirectory(prefix="dft-ckpt-") as d:
             tag = f"step-{step_:08d}"
             engine.save_checkpoint(os.path.join(d, DS_DIR), tag=tag)
+            os.makedirs(os.path.join(d, RNG_DIR), exist_ok=True)
+            torch.save(rng_state(gen), os.path.join(d, RNG_DIR, f"rank-{rank}.pt"))
             if rank == 0:
                 state = {"step": step_, "epoch": stream.epoch, "position": stream.position,
                          "samples_seen": samples_seen_now[0], "world_size": world, "zero_stage": cfg.zero_stage,
@@ -306,9 +333,10 @@ def train_loop_per_worker(config: dict) -> None:
         due_ckpt = s % cfg.checkpoint_every == 0 or s == cfg.max_steps
         preempted = False
         if s % cfg.preemption_check_every == 0 and not due_ckpt:
+            # A barrier across ranks: every rank asks at the same steps, then all save or none does.
             info = ray.train.get_preemption_info()
-            if info is not None and last_saved["step"] != s:
-                preempted = True
+            if info is not None and not preemption["saved"]:
+                preempted = preemption["saved"] = True
                 if rank == 0:
                     _progress_logger().warning("node preemption notice (ranks %s): saving a checkpoint at step %d",
                                                info.preempted_ranks, s)

@@ -216,10 +216,11 @@ def test_dockerfile_workdir_and_pins():
 
 
 def test_local_scripts_are_valid_bash():
-    for script in ("start.sh", "stop.sh"):
+    for script in ("start.sh", "stop.sh", "env.sh"):
         path = CLUSTER / "local" / script
         res = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
         assert path.stat().st_mode & 0o111, f"{script} is not executable"
-    start = (CLUSTER / "local" / "start.sh").read_text()
-    assert "--dashboard-host 127.0.0.1" in start and "RAY_ADDRESS=" in start
+    tool = (CLUSTER / "local" / "raylocal.py").read_text()
+    assert 'HOST = "127.0.0.1"' in tool and '"--dashboard-host", HOST' in tool and "RAY_ADDRESS" in tool
+    assert "ray stop" not in (CLUSTER / "local" / "stop.sh").read_text().split("Never", 1)[0]

@@ -137,3 +137,29 @@ def test_non_finite_loss_stops_with_a_clear_error_keeping_the_last_good_checkpoi
     assert state is not None and 1 <= state["step"] < 6
     assert Run(tmp_run).marker("train") is None  # not finished: no marker, no export
     assert not os.path.exists(Run(tmp_run).finetuned_model)
+
+
+def _unet_weights(folder: str) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(glob.glob(os.path.join(folder, "unet", "*.safetensors"))[0])
+
+
+def test_a_restarted_run_ends_with_the_weights_of_one_that_never_stopped(ray_session, tmp_path):
+    """A restart resumes at the exact data position and random streams: the same weights, bit for bit."""
+    from dft.train.stage import run_train
+
+    finals = {}
+    for name, fault in (("straight", None), ("restarted", 3)):
+        run = Run(str(tmp_path / name))
+        write_shards(run.synthetic, n=32, shard_size=16)
+        cfg = _cfg(run.uri, num_workers=1, max_steps=5, deterministic_data=True, shuffle_buffer=8,
+                   caption_policy="attribute_dropout", attribute_dropout=0.5, fault_inject_step=fault)
+        counts = run_train(cfg)
+        assert counts["steps"] == 5
+        finals[name] = _unet_weights(run.finetuned_model)
+    assert os.path.exists(str(tmp_path / "restarted" / "checkpoints" / "_faults" / "step-3"))  # it did restart
+    base = _unet_weights(__import__("dft.models.sources", fromlist=["x"]).resolve_model_source("tiny-sd"))
+    assert any(not torch.equal(base[k], v) for k, v in finals["straight"].items())  # training moved the weights
+    for k, v in finals["straight"].items():
+        assert torch.equal(v, finals["restarted"][k]), k
