@@ -116,6 +116,7 @@ def _fits(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> boo
 
 
 def _describe(resources: dict[str, float]) -> str:
+    resources = {"CPU": 0.0, **resources}
     keys = [k for k in ("CPU", "GPU") if k in resources] + sorted(
         k for k in resources if k not in ("CPU", "GPU", "memory", "object_store_memory")
         and not k.startswith("node:") and "accelerator_type" not in k)

@@ -49,12 +49,17 @@ def watch(actor_id: str, next_pg, stopped, state=controller_state):
     """The cleaner's loop, apart from Ray so it can be tested: poll ``state(actor_id)`` until it says
     DEAD (returns the latest placement group to remove) or ``stopped()`` (returns None).
     ``next_pg()`` waits one interval for a newer placement group and returns it, or None."""
-    current = None
+    current, warned = None, False
     while not stopped():
         pg = next_pg()
         if pg is not None:
             current = pg
-        if state(actor_id) == "DEAD":
+        answer = state(actor_id)
+        if answer is None and not warned:
+            log.warning("training controller %s: the GCS gave no answer about it; its workers are kept "
+                        "(asking again every interval)", actor_id)
+            warned = True
+        if answer == "DEAD":
             while (pg := next_pg(block=False)) is not None:
                 current = pg
             return current

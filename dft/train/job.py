@@ -25,6 +25,15 @@ class NonFiniteLossError(DftError, RuntimeError):
     pass
 
 
+class TrainingFailed(DftError, RuntimeError):
+    """The worker group failed more often than train.max_failures allows (a lost node, a crash)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
 @dataclass
 class TrainOutcome:
     checkpoint_dir_uri: str
@@ -193,7 +202,19 @@ def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
              t.num_workers, "GPU" if use_gpu else "CPU", t.zero_stage, t.max_steps, t.batch_size, t.grad_accum,
              t.num_workers)
     storage.remove(stop_uri(cfg))
-    result = trainer.fit()
+    import ray.train
+
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        state = latest_state(cfg)
+        kept = f"the checkpoint of step {state['step']} is kept" if state else "no checkpoint was written yet"
+        cause = exc.__cause__ or exc
+        raise TrainingFailed(
+            f"training failed and train.max_failures={t.max_failures} allows no further restart: "
+            f"{type(cause).__name__}: {_first_line(cause)}. {kept.capitalize()} under {experiment_uri(cfg)}; "
+            "re-submit the same job to resume from it, or allow restarts with train.max_failures."
+        ) from exc
     metrics = dict(result.metrics or {})
     if storage.exists(stop_uri(cfg)):
         stop = storage.read_json(stop_uri(cfg))
