@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="Run folder (default: run.uri of the config).")
     p.add_argument("--json", action="store_true", help="Print the status as JSON instead of tables.")
     p.add_argument("--config", "-c", action="append", default=[], metavar="FILE",
-                   help="YAML config (repeatable): run.uri, run.name, train.max_steps and evaluate.models.")
+                   help="YAML config (repeatable): its run.uri, and its run.name, train.max_steps and "
+                   "evaluate.models where it sets them (else the run's own records say).")
     p.add_argument("--set", "-s", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                    help="Override one field, e.g. --set run.uri=s3://bucket/runs/x (repeatable).")
     p.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")

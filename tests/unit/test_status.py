@@ -203,3 +203,12 @@ def test_status_imports_neither_ray_nor_torch():
     code = "import sys, dft.status, dft.cli.status; print(sorted(m for m in ('ray', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_help_says_what_status_reads(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["status", "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "usage: dft status" in out and "s3://" in out and "--json" in out and "starts no Ray" in out
+    assert main(["status", "--set", "run.nam=x"]) == 2  # a bad config is refused like everywhere else
