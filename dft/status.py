@@ -129,11 +129,14 @@ def generation_progress(out_uri: str) -> GenerationProgress | None:
         return None
     plan = storage.read_json(plan_uri) if storage.exists(plan_uri) else {}
     if storage.exists(manifest_uri):
+        # Read leniently: a folder of shards written by another tool may carry a shorter manifest.
         m = storage.read_json(manifest_uri)
+        shards = m.get("shards", [])
         failed = read_failures(out_uri)
-        return GenerationProgress(out_uri, m["rows"], m["num_shards"], len(m["shards"]),
-                                  sum(s["rows"] for s in m["shards"]), m["images"], m["failures"], 0, True,
-                                  failed[-RECENT:])
+        done = sum(s.get("rows", 0) for s in shards)
+        return GenerationProgress(out_uri, m.get("rows", done), m.get("num_shards", len(shards)), len(shards), done,
+                                  m.get("images", sum(s.get("images", 0) for s in shards)),
+                                  m.get("failures", len(failed)), 0, True, failed[-RECENT:])
     markers = committed_shards(out_uri)
     failed = [f for i in sorted(markers) for f in markers[i]["failures"]]
     return GenerationProgress(
@@ -248,8 +251,9 @@ def run_status(uri: str, *, train_name: str | None = None, max_steps: int | None
     errors += _failure_notes(f"generate: {storage.join(run.synthetic, 'failures.jsonl')}"
                              if generation and generation.finished else "generate: shard commit markers", generation)
     if train and train.stopped:
-        errors.append(ErrorNote(f"train: {storage.join(run.checkpoints, '_stopped', train.name + '.json')}",
-                                train.stopped.get("message", ""), type=train.stopped.get("reason")))
+        stop_uri = storage.join(run.checkpoints, "_stopped", f"{train.name}.json")
+        errors.append(ErrorNote(f"train: {stop_uri}", train.stopped.get("message", ""),
+                                _time(storage.modified(stop_uri)), train.stopped.get("reason")))
     for m in evaluation.models if evaluation else []:
         errors += _failure_notes(f"evaluate ({m.label}): {m.images.uri if m.images else ''}", m.images)
     errors.sort(key=lambda e: e.time or "", reverse=True)
