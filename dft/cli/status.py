@@ -19,9 +19,18 @@ def _of(done: int, planned: int | None) -> str:
 
 
 def _counts(counts: dict) -> str:
-    shown = [f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in counts.items()
-             if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
-    return ", ".join(shown[:5])
+    """The marker's scalar counts; URIs are left to their own tables."""
+    shown = []
+    for k, v in counts.items():
+        if isinstance(v, bool) or v is None or (isinstance(v, str) and "/" in v):
+            continue
+        if isinstance(v, int):
+            shown.append(f"{k} {v:,}")
+        elif isinstance(v, float):
+            shown.append(f"{k} {v:.4g}")
+        elif isinstance(v, str):
+            shown.append(f"{k} {v}")
+    return ", ".join(shown[:6])
 
 
 def _short(time: str | None) -> str:
@@ -76,8 +85,8 @@ def render(status: RunStatus, console: Console) -> None:
     if ev:
         planned = f" of {len(ev.planned_models)} planned ({', '.join(ev.planned_models)})" if ev.planned_models else ""
         done = sum(m.labels is not None for m in ev.models)
-        t = Table(title=f"evaluate: {done} model(s) read{planned}; metrics {'written' if ev.metrics else 'not yet'}",
-                  title_justify="left")
+        t = Table(title=f"evaluate: {done} model(s) read{planned}", title_justify="left",
+                  caption=f"metrics {'written' if ev.metrics else 'not yet'}", caption_justify="left")
         for col in ("model", "images generated", "failures", "labels read"):
             t.add_column(col)
         for m in ev.models:
