@@ -19,6 +19,7 @@ from dft import storage
 log = logging.getLogger(__name__)
 
 LAYOUT = ("prompts", "synthetic", "curated", "checkpoints", "models", "eval", "report")
+MAX_ERROR_CHARS = 4000  # of a failed stage's message in RUN/_stages/NAME.error.json
 
 
 class StageConfigChanged(DftError, RuntimeError):
@@ -85,6 +86,28 @@ class Run:
     def clear_marker(self, stage: str) -> None:
         storage.remove(self.marker_uri(stage))
 
+    def error_uri(self, stage: str) -> str:
+        return self.path("_stages", f"{stage}.error.json")
+
+    def error(self, stage: str) -> dict[str, Any] | None:
+        """The record of the stage's last failed attempt (``run_stage`` removes it on success)."""
+        uri = self.error_uri(stage)
+        return storage.read_json(uri) if storage.exists(uri) else None
+
+    def write_error(self, stage: str, exc: BaseException) -> None:
+        """Record a failed attempt so ``dft status`` can show it; never raises (the stage's own error wins)."""
+        message = str(exc) or repr(exc)
+        record = {
+            "stage": stage,
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
+            "message": message if len(message) <= MAX_ERROR_CHARS else message[:MAX_ERROR_CHARS] + " [...]",
+            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        }
+        try:
+            storage.write_json(self.error_uri(stage), record)
+        except Exception as write_exc:  # noqa: BLE001 - e.g. the store is what failed
+            log.warning("could not record the failure of stage %s in %s: %s", stage, self.error_uri(stage), write_exc)
+
 
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
@@ -116,7 +139,8 @@ def run_stage(
 
     A finished stage with the same config hash is a no-op; with a different one it raises
     StageConfigChanged listing what changed, unless ``force`` (then it re-runs). ``work`` returns
-    the counts recorded in the marker, which is written last."""
+    the counts recorded in the marker, which is written last. When ``work`` raises, the error (type,
+    message, time) goes to ``RUN/_stages/NAME.error.json``, which a later success removes."""
     done = run.marker(stage)
     if done and not force:
         if done.get("config_hash") == config_hash:
@@ -130,6 +154,11 @@ def run_stage(
         )
     if done and force:
         run.clear_marker(stage)
-    counts = work()
+    try:
+        counts = work()
+    except BaseException as exc:  # KeyboardInterrupt too: a stopped job is worth a line in `dft status`
+        run.write_error(stage, exc)
+        raise
     run.write_marker(stage, config_hash, counts, config)
+    storage.remove(run.error_uri(stage))
     return StageResult(stage, False, counts)

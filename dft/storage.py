@@ -117,6 +117,18 @@ def size(uri: str) -> int:
     return int(fs.size(path))
 
 
+def modified(uri: str):
+    """When a file was last written (an aware UTC datetime), or None when the store cannot say."""
+    import datetime as dt
+
+    fs, path = filesystem(uri)
+    try:
+        when = fs.modified(path)
+    except (OSError, NotImplementedError):
+        return None
+    return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when.astimezone(dt.timezone.utc)
+
+
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     with fs.open(path, "rb") as f:

@@ -30,6 +30,7 @@ Utilities:
   label     read perceived attributes of any images into a label table
   fairness  score a label table
   config    show the effective configuration
+  status    what a run has done so far: stages, shards, training step, evaluation, last errors
   run       every stage in order;   demo  the whole pipeline on the demo world (docs/world.md)
 
 Configuration: defaults, then --config YAML files (in order), then --set section.key=value.
@@ -80,6 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print the full result as JSON.")
     p.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the intervals.")
     p.add_argument("-v", "--verbose", action="store_true")
+
+    p = sub.add_parser(
+        "status",
+        help="Show a run's progress: stages done, shards committed, training step and checkpoint, "
+        "evaluation, last errors.",
+        description="Read a run folder (local or s3://; default: run.uri of the config) and show: each stage's "
+        "marker (finished when, counts, config hash) or its recorded failure; generation shards committed of "
+        "planned, rows done, failures so far; the newest training checkpoint (step of max_steps, path, time) "
+        "and a recorded stop; evaluation images and labels per model; the errors recorded, latest first. "
+        "Read-only: starts no Ray. A stage shown 'started' has outputs but no marker: it is running, or it was "
+        "killed before it could record a failure.",
+    )
+    p.add_argument("run", nargs="?", help="Run folder (default: run.uri of the config).")
+    p.add_argument("--json", action="store_true", help="Print the status as JSON instead of tables.")
+    p.add_argument("--config", "-c", action="append", default=[], metavar="FILE",
+                   help="YAML config (repeatable): its run.uri, and its run.name, train.max_steps and "
+                   "evaluate.models where it sets them (else the run's own records say).")
+    p.add_argument("--set", "-s", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                   help="Override one field, e.g. --set run.uri=s3://bucket/runs/x (repeatable).")
+    p.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
 
     p = sub.add_parser(
         "demo",
@@ -184,6 +205,25 @@ def _demo(files: list[str], overrides: list[str], force: bool) -> int:
     return 0
 
 
+def _status(args) -> int:
+    from dft.cli.status import status_cli
+    from dft.config.load import ConfigError, load_config
+
+    try:
+        cfg = load_config(list(args.config), args.overrides)
+    except (ConfigError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+
+    # Fields a config sets win; the others come from the run's own records (markers, checkpoints).
+    def given(section: str, key: str):
+        part = getattr(cfg, section)
+        return getattr(part, key) if key in part.model_fields_set else None
+
+    return status_cli(args.run or cfg.run.uri, as_json=args.json, train_name=given("run", "name"),
+                      max_steps=given("train", "max_steps"), planned_models=given("evaluate", "models"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -191,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(getattr(args, "verbose", False))
+    if args.command == "status":  # reads files only: before the model libraries are imported to be quieted
+        return _status(args)
     _quiet_libraries()
     from dft.config.load import ConfigError, dump_config, load_config
 

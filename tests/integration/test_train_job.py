@@ -121,6 +121,16 @@ def test_checkpoints_and_export_on_s3(ray_session, s3_uri, tmp_path):
     pipe = load_pipeline(run.finetuned_model)  # an s3:// model source, as generation would use it
     assert not any("lora_" in n for n, _ in pipe.unet.named_parameters())  # merged on export
 
+    # What `dft status` reads back from the real checkpoints on S3.
+    from dft.status import run_status
+
+    status = run_status(s3_uri)
+    train = status.train
+    assert status.stage("train").state == "done" and status.stage("train").counts["steps"] == 2
+    assert (train.name, train.step, train.max_steps, train.checkpoints, train.exported) == ("ft", 2, 2, 2, True)
+    assert train.last_checkpoint.uri == counts["checkpoint"] and train.last_checkpoint.step == 2
+    assert train.last_checkpoint.time is not None and train.stopped is None and status.errors == []
+
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_with_a_clear_error_keeping_the_last_good_checkpoint(ray_session, tmp_run):
@@ -138,6 +148,15 @@ def test_non_finite_loss_stops_with_a_clear_error_keeping_the_last_good_checkpoi
     assert Run(tmp_run).marker("train") is None  # not finished: no marker, no export
     assert not os.path.exists(Run(tmp_run).finetuned_model)
 
+    # `dft status`: the stage failed, the loop's stop record and the last good checkpoint.
+    from dft.status import run_status
+
+    status = run_status(tmp_run)
+    assert status.stage("train").state == "failed"
+    assert status.stage("train").error.type == "dft.train.job.NonFiniteLossError"
+    assert status.train.stopped["reason"] == "nonfinite_loss" and status.train.step == state["step"]
+    assert status.train.max_steps == 6 and not status.train.exported
+    assert {e.where.split(":")[0] for e in status.errors} == {"stage train", "train"}
 
 def _unet_weights(folder: str) -> dict:
     from safetensors.torch import load_file
