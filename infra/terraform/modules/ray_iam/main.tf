@@ -48,7 +48,7 @@ resource "aws_iam_instance_profile" "head" {
 }
 
 data "aws_iam_policy_document" "autoscaler" {
-  #checkov:skip=CKV_AWS_111:RunInstances touches instances, volumes, ENIs, images and subnets not known in advance; stop/terminate are scoped by cluster tag.
+  #checkov:skip=CKV_AWS_111:RunInstances touches instances, volumes, ENIs, images and subnets not known in advance; tagging (at launch or by cluster tag) and stop/terminate (by cluster tag) are scoped.
   #checkov:skip=CKV_AWS_356:Same: the Describe actions and RunInstances have no narrower resource.
   statement {
     sid = "Describe"
