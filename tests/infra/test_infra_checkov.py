@@ -1,8 +1,8 @@
 """checkov's terraform checks find nothing that is not skipped in place with a reason.
 
 checkov pins an older boto3 than the project, so it lives in its own virtual environment and is not a
-test dependency: .ci/run makes one (.cache/checkov-venv) and names it in DFT_CHECKOV; otherwise
-``checkov`` on the PATH is used. Without checkov the test skips, except in CI (CI=true, or
+test dependency: .ci/run makes one (.cache/checkov-venv) and names it in DFT_CHECKOV; without
+DFT_CHECKOV that venv is still found, then ``checkov`` on the PATH. Without checkov the test skips, except in CI (CI=true, or
 DFT_REQUIRE_CHECKOV=1 as .ci/run sets), where it fails: a check that silently never runs is no check."""
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ from infra_helpers import TF_ROOT
 
 
 def checkov_executable() -> str | None:
-    exe = os.environ.get("DFT_CHECKOV") or shutil.which("checkov")
-    return exe if exe and os.access(exe, os.X_OK) else None
+    """DFT_CHECKOV, else the venv .ci/run makes, else checkov on the PATH."""
+    if os.environ.get("DFT_CHECKOV"):
+        candidates = [os.environ["DFT_CHECKOV"]]
+    else:
+        candidates = [str(TF_ROOT.parents[1] / ".cache" / "checkov-venv" / "bin" / "checkov"), shutil.which("checkov")]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
 def test_checkov_terraform(tmp_path):

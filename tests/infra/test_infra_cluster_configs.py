@@ -36,7 +36,7 @@ def test_launcher_config_passes_rays_schema(aws_cfg):
     validate_config(prepare_config(copy.deepcopy(aws_cfg)))
 
 
-def test_launcher_head_on_demand_workers_spot_with_fallback(aws_cfg):
+def test_launcher_head_on_demand_workers_spot_and_on_demand(aws_cfg):
     head = aws_cfg["available_node_types"][aws_cfg["head_node_type"]]
     assert "InstanceMarketOptions" not in head["node_config"], "the head must not be spot"
     assert not head["node_config"]["InstanceType"].startswith(("g", "p")), "the head is a CPU instance"
