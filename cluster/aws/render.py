@@ -1,6 +1,7 @@
 """Fill dft-cluster.yaml with what infra/terraform created: region and zones, the instance profiles'
 ARNs, the VPC's public subnets and the Ray security group, the cluster name the head is allowed to
-manage.
+manage, and the runs bucket as DFT_BUCKET in the head's `ray start` environment (the cluster presets
+in jobs/configs/ take their s3:// paths from it; job drivers run on the head and inherit it).
 
     python cluster/aws/render.py --tf-dir infra/terraform -o /tmp/dft-cluster.yaml
     python cluster/aws/render.py --outputs-json outputs.json -o /tmp/dft-cluster.yaml
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +46,10 @@ def render(config: dict, outputs: dict) -> dict:
             cfg["provider"].pop("availability_zone", None)
     if get("ray_cluster_name"):
         cfg["cluster_name"] = get("ray_cluster_name")
+    if get("bucket_name"):
+        export = f"export DFT_BUCKET={shlex.quote(get('bucket_name'))};"
+        cfg["head_start_ray_commands"] = [
+            f"{export} {c}" if "ray start" in c else c for c in cfg["head_start_ray_commands"]]
     head_type = cfg["head_node_type"]
     for name, node_type in cfg["available_node_types"].items():
         nc = node_type["node_config"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dft.errors import DftError
 import copy
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -61,6 +63,28 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(node: Any, missing: list[str], field: str = "") -> Any:
+    """``${NAME}`` inside a string value becomes the environment variable NAME (how the cluster presets
+    take the bucket from DFT_BUCKET). An unset or empty variable is listed in ``missing`` by field."""
+    if isinstance(node, dict):
+        return {k: _expand_env(v, missing, f"{field}.{k}" if field else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, missing, f"{field}.{i}") for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def sub(m: re.Match) -> str:
+        value = os.environ.get(m.group(1), "")
+        if not value:
+            missing.append(f"  {field}: needs the environment variable {m.group(1)} (unset or empty); got {node!r}")
+        return value
+
+    return _ENV_REF.sub(sub, node)
+
+
 def _read_yaml(path: str | Path) -> dict[str, Any]:
     from dft import storage
 
@@ -92,6 +116,15 @@ def load_config(
     if over:
         merged = deep_merge(merged, over)
         origin.append("--set " + " ".join(overrides))
+    missing: list[str] = []
+    merged = _expand_env(merged, missing)
+    if missing:
+        raise ConfigError(
+            f"invalid configuration ({' + '.join(origin)}):\n" + "\n".join(missing) + "\n"
+            "  Set it where the driver runs (e.g. `export DFT_BUCKET=<terraform output bucket_name>`; for "
+            "`ray job submit`, on the head or with --runtime-env-json '{\"env_vars\": {...}}'), or "
+            "--set the field itself."
+        )
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as err:

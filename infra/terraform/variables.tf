@@ -161,9 +161,9 @@ variable "cpu_max_size" {
 }
 
 variable "gpu_instance_types" {
-  description = "Instance types of the GPU spot node group; several types widen the spot pools."
+  description = "Instance types of the GPU node group; several types widen the spot pools. Keep them one shape (8 vCPU, 32 GiB, 1 GPU): cluster/kuberay/raycluster.yaml sizes a worker pod to it, and the cluster autoscaler assumes every type of a group alike."
   type        = list(string)
-  default     = ["g5.xlarge", "g5.2xlarge", "g6.xlarge", "g6.2xlarge"]
+  default     = ["g5.2xlarge", "g6.2xlarge"]
 }
 
 variable "gpu_capacity_type" {
@@ -195,8 +195,9 @@ variable "gpu_desired_size" {
 }
 
 variable "gpu_max_size" {
-  type    = number
-  default = 4
+  description = "Most GPU nodes (one GPU each): the presets' fine-tuning needs 8 at once (train.num_workers), as does their generation pool; raycluster.yaml's maxReplicas matches."
+  type        = number
+  default     = 8
 }
 
 variable "gpu_disk_size_gb" {

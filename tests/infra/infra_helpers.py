@@ -62,3 +62,73 @@ def emulator_vars(endpoint: str, **extra: object) -> list[str]:
     for k, v in extra.items():
         args += ["-var", f"{k}={str(v).lower() if isinstance(v, bool) else v}"]
     return args
+
+
+# vCPUs, GPUs and GiB of memory of the EC2 instance types the cluster configs name (AWS's specs).
+INSTANCE_TYPES = {
+    "m6i.xlarge": (4, 0, 16),
+    "m6i.2xlarge": (8, 0, 32),
+    "g5.xlarge": (4, 1, 16),
+    "g5.2xlarge": (8, 1, 32),
+    "g5.12xlarge": (48, 4, 192),
+    "g6.xlarge": (4, 1, 16),
+    "g6.2xlarge": (8, 1, 32),
+    "p4d.24xlarge": (96, 8, 1152),
+}
+
+# The cluster presets as the docs combine them.
+CLUSTER_PRESETS = (
+    ("sd15_cluster.yaml",),
+    ("sd15_cluster.yaml", "spot_train.yaml"),
+    ("sd15_cluster.yaml", "sdxl_cluster.yaml"),
+)
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one stage of a preset asks Ray for: ``count`` bundles of ``bundle``, all at once."""
+
+    what: str
+    bundle: dict
+    count: int
+
+
+def preset_demands() -> list[Demand]:
+    """The bundles each cluster preset's stages request: a fine-tuning worker (ScalingConfig
+    resources_per_worker), a generation actor, an evaluation reader actor."""
+    from dft.config.load import load_config
+
+    saved = os.environ.get("DFT_BUCKET")
+    os.environ["DFT_BUCKET"] = "bucket"
+    try:
+        out = []
+        for files in CLUSTER_PRESETS:
+            cfg = load_config([REPO / "jobs" / "configs" / f for f in files])
+            name = "+".join(files)
+            t, g, e = cfg.train, cfg.generate, cfg.evaluate
+            out.append(Demand(f"{name} train", {"CPU": t.cpus_per_worker, "GPU": 1 if t.use_gpu else 0}, t.num_workers))
+            out.append(Demand(f"{name} generate", {"CPU": g.num_cpus_per_actor, "GPU": g.num_gpus_per_actor}, g.num_actors))
+            gpus = max(r.num_gpus for r in e.readers)
+            out.append(Demand(f"{name} evaluate readers", {"CPU": 1, "GPU": gpus}, e.num_actors))
+        return out
+    finally:
+        if saved is None:
+            os.environ.pop("DFT_BUCKET", None)
+        else:
+            os.environ["DFT_BUCKET"] = saved
+
+
+def fits(bundle: dict, node: dict) -> int:
+    """How many ``bundle``s one node with resources ``node`` holds."""
+    counts = [int(node.get(k, 0) // v) for k, v in bundle.items() if v > 0]
+    return min(counts) if counts else 0
+
+
+def tf_default(name: str, path: Path | None = None) -> str:
+    """The literal default of a variable in infra/terraform/variables.tf."""
+    import re
+
+    text = (path or TF_ROOT / "variables.tf").read_text()
+    m = re.search(rf'variable "{name}" \{{.*?default\s*=\s*(.+?)\n', text, re.S)
+    assert m, name
+    return m.group(1).strip()

@@ -36,7 +36,7 @@ def test_launcher_config_passes_rays_schema(aws_cfg):
     validate_config(prepare_config(copy.deepcopy(aws_cfg)))
 
 
-def test_launcher_head_on_demand_workers_spot_with_fallback(aws_cfg):
+def test_launcher_head_on_demand_workers_spot_and_on_demand(aws_cfg):
     head = aws_cfg["available_node_types"][aws_cfg["head_node_type"]]
     assert "InstanceMarketOptions" not in head["node_config"], "the head must not be spot"
     assert not head["node_config"]["InstanceType"].startswith(("g", "p")), "the head is a CPU instance"
@@ -45,12 +45,12 @@ def test_launcher_head_on_demand_workers_spot_with_fallback(aws_cfg):
     workers = _workers(aws_cfg)
     spot = {k for k, v in workers.items() if v["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot"}
     on_demand = set(workers) - spot
-    assert len(spot) >= 2 and on_demand, "several spot GPU types and an on-demand fallback"
+    assert len(spot) >= 2 and on_demand, "several spot GPU types and on-demand ones for when spot is short"
     for name, w in workers.items():
         assert re.match(r"(g5|g6|g6e|p4d|p4de|p5)\.", w["node_config"]["InstanceType"]), name
         assert w["min_workers"] == 0 and w["max_workers"] >= 1, name
     assert sum(w["max_workers"] for w in workers.values()) >= aws_cfg["max_workers"]
-    assert max(workers[k]["max_workers"] for k in on_demand) <= 2, "the on-demand fallback stays small"
+    assert max(workers[k]["max_workers"] for k in on_demand) <= 2, "the on-demand types stay small"
     assert aws_cfg["provider"]["cache_stopped_nodes"] is False, "spot nodes cannot be stopped"
 
 
@@ -72,7 +72,9 @@ def test_launcher_installs_pinned_cuda_torch_then_the_repo(aws_cfg):
     setup = "\n".join(aws_cfg["setup_commands"])
     torch_line = next(c for c in aws_cfg["setup_commands"] if "torch==" in c)
     assert "torch==2.13.0" in torch_line and "download.pytorch.org/whl/cu" in torch_line
-    assert setup.index("torch==2.13.0") < setup.index("pip install -q -e ~/dft")
+    assert setup.index("torch==2.13.0") < setup.index('-e "$HOME/dft')
+    # Both installs are pinned by the same constraints as the KubeRay image.
+    assert all("-c ~/dft/cluster/constraints.txt" in c for c in aws_cfg["setup_commands"] if "pip install" in c and "--upgrade pip" not in c)
     pyproject = (REPO / "pyproject.toml").read_text()
     assert '"torch==2.13.0"' in pyproject, "the cluster's torch pin follows pyproject.toml"
     ray_pin = re.search(r'"ray\[[^\]]*\]==([0-9.]+)"', pyproject).group(1)
@@ -91,6 +93,7 @@ def test_render_applies_terraform_outputs(aws_cfg, tmp_path):
         "ray_head_instance_profile_arn": {"value": "arn:aws:iam::1:instance-profile/x-ray-head"},
         "ray_worker_instance_profile_arn": {"value": "arn:aws:iam::1:instance-profile/x-ray-worker"},
         "ray_cluster_name": {"value": "dft-eu"},
+        "bucket_name": {"value": "dft-runs-eu"},
     }
     src = tmp_path / "outputs.json"
     src.write_text(json.dumps(outputs))
@@ -106,8 +109,12 @@ def test_render_applies_terraform_outputs(aws_cfg, tmp_path):
         nc = nt["node_config"]
         assert nc["IamInstanceProfile"]["Arn"].endswith("ray-head" if name == cfg["head_node_type"] else "ray-worker")
         assert nc["SubnetIds"] == ["subnet-a", "subnet-b"] and nc["SecurityGroupIds"] == ["sg-1"]
+    # The runs bucket reaches the presets (s3://${DFT_BUCKET}/...) through the head's `ray start`.
+    starts = [c for c in cfg["head_start_ray_commands"] if "ray start" in c]
+    assert starts and all(c.startswith("export DFT_BUCKET=dft-runs-eu; ") for c in starts)
     # Everything else is the template's.
     assert cfg["setup_commands"] == aws_cfg["setup_commands"]
+    assert cfg["worker_start_ray_commands"] == aws_cfg["worker_start_ray_commands"]
     from ray.autoscaler._private.util import validate_config
 
     validate_config(cfg)
@@ -152,8 +159,8 @@ def test_raycluster_structure(raycluster):
         res = container["resources"]
         assert int(res["limits"]["nvidia.com/gpu"]) >= 1 and res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"]
         assert container["image"] == head["containers"][0]["image"]
-        assert pod["nodeSelector"]["dft.io/pool"] == "gpu-spot"
-        assert pod["nodeSelector"]["eks.amazonaws.com/capacityType"] == "SPOT"
+        # The pool, not the capacity type: with gpu_capacity_type=ON_DEMAND the same pods still land.
+        assert pod["nodeSelector"] == {"dft.io/pool": "gpu"}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
         assert "drain-node" in " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
         assert pod["terminationGracePeriodSeconds"] >= 60
@@ -162,7 +169,7 @@ def test_raycluster_structure(raycluster):
 def test_kuberay_matches_terraform_node_pool_and_identity(raycluster):
     """Labels, taint, namespace and service account are the ones infra/terraform gives the EKS pools."""
     eks = (TF_ROOT / "modules" / "eks" / "main.tf").read_text()
-    assert '"dft.io/pool"            = "gpu-spot"' in eks
+    assert '"dft.io/pool"            = "gpu"' in eks
     assert 'key    = "nvidia.com/gpu"' in eks and 'effect = "NO_SCHEDULE"' in eks
     variables = (TF_ROOT / "variables.tf").read_text()
     ns = re.search(r'variable "k8s_namespace" \{.*?default\s*=\s*"([^"]+)"', variables, re.S).group(1)
@@ -212,7 +219,7 @@ def test_dockerfile_workdir_and_pins():
     ray_pin = re.search(r'"ray\[[^\]]*\]==([0-9.]+)"', (REPO / "pyproject.toml").read_text()).group(1)
     assert re.search(rf"^FROM rayproject/ray:{re.escape(ray_pin)}-py3\d+-gpu$", text, re.M)
     assert "WORKDIR /home/ray/dft" in text
-    assert text.index("torch==2.13.0") < text.index("pip install --no-cache-dir -e .")
+    assert text.index("torch==2.13.0") < text.index("pip install --no-cache-dir --no-deps -e .")
 
 
 def test_local_scripts_are_valid_bash():

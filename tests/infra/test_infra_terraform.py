@@ -4,12 +4,13 @@ applies and destroys (against the moto server of tests/conftest.py)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
 import pytest
 
-from infra_helpers import TF_ROOT, emulator_vars
+from infra_helpers import INSTANCE_TYPES, TF_ROOT, emulator_vars, preset_demands
 
 BUCKET_ONLY = dict(create_network=False, create_ray_iam=False, create_eks=False, bucket_force_destroy=True)
 
@@ -42,8 +43,11 @@ def test_plan_everything_shapes_the_gpu_spot_pool(terraform, s3_server, tmp_path
     assert gpu["capacity_type"] == "SPOT"
     assert "NVIDIA" in gpu["ami_type"]
     assert gpu["taint"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
-    assert gpu["labels"]["dft.io/pool"] == "gpu-spot"
+    assert gpu["labels"]["dft.io/pool"] == "gpu"
     assert gpu["scaling_config"][0]["min_size"] == 0
+    # One GPU per node: room for the presets' 8 fine-tuning workers (and generation actors) at once.
+    assert gpu["scaling_config"][0]["max_size"] >= max(d.count * d.bundle["GPU"] for d in preset_demands())
+    assert all(INSTANCE_TYPES[t][:2] == (8, 1) for t in gpu["instance_types"]), gpu["instance_types"]
     cpu = changes["module.eks[0].aws_eks_node_group.cpu"]
     assert cpu["capacity_type"] == "ON_DEMAND" and not cpu.get("taint")
 
@@ -150,7 +154,45 @@ def test_apply_bucket_lifecycle_and_launcher_iam(terraform, s3_server):
         head_inline = json.loads(head_inline) if isinstance(head_inline, str) else head_inline
         passrole = [st for st in head_inline["Statement"] if st["Action"] in ("iam:PassRole", ["iam:PassRole"])]
         assert passrole and passrole[0]["Resource"] == iam.get_role(RoleName=role)["Role"]["Arn"]
+        # Tagging is scoped like terminating: at launch, or on instances already of this cluster.
+        own = {"ec2:ResourceTag/ray-cluster-name": out["ray_cluster_name"]}
+        for st in head_inline["Statement"]:
+            acts = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+            if "ec2:CreateTags" in acts or "ec2:TerminateInstances" in acts:
+                cond = st.get("Condition", {}).get("StringEquals")
+                assert cond == own or (acts == ["ec2:CreateTags"] and cond == {"ec2:CreateAction": "RunInstances"}), st
     finally:
         terraform.run("destroy", *args)
     assert not iam.list_instance_profiles()["InstanceProfiles"] or all(
         not p["InstanceProfileName"].startswith("dftiam-") for p in iam.list_instance_profiles()["InstanceProfiles"])
+
+
+
+def _statements(hcl: str, data_source: str) -> list[str]:
+    """The text of each ``statement { ... }`` block of an aws_iam_policy_document in ``hcl``."""
+    body = hcl[hcl.index(f'data "aws_iam_policy_document" "{data_source}"'):]
+    out, i = [], 0
+    while (i := body.find("  statement {", i)) != -1:
+        depth, j = 0, body.index("{", i)
+        for j in range(j, len(body)):
+            depth += {"{": 1, "}": -1}.get(body[j], 0)
+            if depth == 0:
+                break
+        out.append(body[i:j + 1])
+        i = j
+    return out
+
+
+def test_head_tags_only_at_launch_or_its_own_instances():
+    """The head may end only instances tagged ray-cluster-name=<its cluster>; if it could tag any
+    instance it could tag one and end it. (Applied and read back in the slow launcher-IAM test.)"""
+    statements = _statements((TF_ROOT / "modules" / "ray_iam" / "main.tf").read_text(), "autoscaler")
+    tagging = [st for st in statements if '"ec2:CreateTags"' in st]
+    assert tagging
+    for st in tagging:
+        assert re.search(r'actions\s*=\s*\["ec2:CreateTags"\]', st), "tag statements grant nothing else"
+        launch = 'variable = "ec2:CreateAction"' in st and 'values   = ["RunInstances"]' in st
+        own = 'variable = "ec2:ResourceTag/ray-cluster-name"' in st and "[var.ray_cluster_name]" in st
+        assert launch or own, st
+    ending = [st for st in statements if '"ec2:TerminateInstances"' in st]
+    assert ending and all('variable = "ec2:ResourceTag/ray-cluster-name"' in st for st in ending)

@@ -82,11 +82,36 @@ def test_section_hash_changes_with_section_only():
     assert a.section_hash("generate") != b.section_hash("generate")
 
 
-def test_shipped_configs_validate():
+def test_shipped_configs_validate(monkeypatch):
     from pathlib import Path
 
+    monkeypatch.setenv("DFT_BUCKET", "my-runs")
     root = Path(__file__).resolve().parents[2]
     files = list((root / "jobs" / "configs").glob("*.yaml")) + list((root / "dft" / "configs").glob("*.yaml"))
     assert files
     for f in files:
+        load_config(f)
+
+
+def test_env_reference_takes_the_bucket_from_one_place(tmp_path, monkeypatch):
+    f = tmp_path / "c.yaml"
+    f.write_text("run:\n  uri: s3://${DFT_BUCKET}/runs/r\nmodel:\n  source: s3://${DFT_BUCKET}/models/m\n")
+    monkeypatch.setenv("DFT_BUCKET", "b1")
+    cfg = load_config(f)
+    assert (cfg.run.uri, cfg.model.source) == ("s3://b1/runs/r", "s3://b1/models/m")
+    # --set still wins over the file.
+    assert load_config(f, ["model.source=tiny-sd"]).model.source == "tiny-sd"
+
+
+def test_env_reference_unset_names_every_field(tmp_path, monkeypatch):
+    f = tmp_path / "c.yaml"
+    f.write_text("run:\n  uri: s3://${DFT_BUCKET}/runs/r\nevaluate:\n  readers:\n    - {kind: clip, model: 's3://${DFT_BUCKET}/m'}\n")
+    monkeypatch.delenv("DFT_BUCKET", raising=False)
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    msg = str(e.value)
+    assert "run.uri: needs the environment variable DFT_BUCKET" in msg
+    assert "evaluate.readers.0.model" in msg and "s3://${DFT_BUCKET}/m" in msg
+    monkeypatch.setenv("DFT_BUCKET", "")
+    with pytest.raises(ConfigError, match="unset or empty"):
         load_config(f)

@@ -1,5 +1,7 @@
 # EKS for KubeRay: a small on-demand CPU node group (KubeRay operator, Ray heads, system pods) and a
-# GPU node group on spot, tainted so only pods that tolerate it (Ray GPU workers) land there.
+# GPU node group (spot by default), tainted so only pods that tolerate it (Ray GPU workers) land there.
+# A managed spot group is an EC2 Auto Scaling group with the capacity-optimized allocation strategy
+# and Capacity Rebalancing over every listed instance type and subnet (zone).
 # Ray pods reach the runs bucket through EKS Pod Identity (no node-wide S3 access, no OIDC/TLS provider).
 
 data "aws_partition" "current" {}
@@ -129,7 +131,7 @@ resource "aws_eks_node_group" "gpu" {
 
   # cluster/kuberay/raycluster.yaml selects these labels and tolerates this taint.
   labels = {
-    "dft.io/pool"            = "gpu-spot"
+    "dft.io/pool"            = "gpu"
     "nvidia.com/gpu.present" = "true"
   }
 

@@ -48,7 +48,7 @@ resource "aws_iam_instance_profile" "head" {
 }
 
 data "aws_iam_policy_document" "autoscaler" {
-  #checkov:skip=CKV_AWS_111:RunInstances touches instances, volumes, ENIs, images and subnets not known in advance; stop/terminate are scoped by cluster tag.
+  #checkov:skip=CKV_AWS_111:RunInstances touches instances, volumes, ENIs, images and subnets not known in advance; tagging (at launch or by cluster tag) and stop/terminate (by cluster tag) are scoped.
   #checkov:skip=CKV_AWS_356:Same: the Describe actions and RunInstances have no narrower resource.
   statement {
     sid = "Describe"
@@ -72,8 +72,34 @@ data "aws_iam_policy_document" "autoscaler" {
 
   statement {
     sid       = "LaunchWorkers"
-    actions   = ["ec2:RunInstances", "ec2:CreateTags"]
+    actions   = ["ec2:RunInstances"]
     resources = ["*"]
+  }
+
+  # Tags decide what ManageOwnWorkers may end, so tagging is scoped too: tags given with the launch
+  # itself (RunInstances' TagSpecifications: ray-cluster-name and Ray's node tags)...
+  statement {
+    sid       = "TagAtLaunch"
+    actions   = ["ec2:CreateTags"]
+    resources = ["*"]
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:CreateAction"
+      values   = ["RunInstances"]
+    }
+  }
+
+  # ...and later tag updates (Ray's node status) only on instances already of this cluster. Without
+  # this scoping the head could tag any instance ray-cluster-name=<this> and then terminate it.
+  statement {
+    sid       = "RetagOwnWorkers"
+    actions   = ["ec2:CreateTags"]
+    resources = ["arn:${data.aws_partition.current.partition}:ec2:*:*:instance/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:ResourceTag/ray-cluster-name"
+      values   = [var.ray_cluster_name]
+    }
   }
 
   # Only instances of this Ray cluster can be stopped, started or terminated by its head.
