@@ -210,14 +210,12 @@ def invert(
 
 def _quantiles(s: np.ndarray, levels: list[float]) -> np.ndarray:
     """Quantiles over the first axis; columns that are all NaN (a prompt without a readable image)
-    stay NaN without a warning."""
+    stay NaN, and infinite values (kl_target) stay infinite, without a warning."""
     import warnings
 
-    if not np.isnan(s).any():
-        return np.quantile(s, levels, axis=0)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanquantile(s, levels, axis=0)
+        return np.nanquantile(s, levels, axis=0) if np.isnan(s).any() else np.quantile(s, levels, axis=0)
 
 
 def _nanmean_last(v: np.ndarray) -> np.ndarray:

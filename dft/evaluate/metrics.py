@@ -274,15 +274,15 @@ def paired_bootstrap_counts(joint: np.ndarray, draws: int, rng: np.random.Genera
 
 
 def relative_change(base: float, other: float) -> float | None:
-    """(other - base) / base; None when base is 0 or either value is undefined."""
-    if base is None or other is None or np.isnan(base) or np.isnan(other) or base == 0:
+    """(other - base) / base; None when base is 0 or either value is undefined or infinite."""
+    if base is None or other is None or not np.isfinite(base) or not np.isfinite(other) or base == 0:
         return None
     return float((other - base) / abs(base))
 
 
 def verdict(metric: str, base: float, other: float, tol: float = 1e-12) -> str:
-    """'better', 'worse' or 'same' by the metric's direction; 'n/a' when undefined."""
-    if base is None or other is None or np.isnan(base) or np.isnan(other):
+    """'better', 'worse' or 'same' by the metric's direction; 'n/a' when undefined (or both infinite)."""
+    if base is None or other is None or np.isnan(base) or np.isnan(other) or (np.isinf(base) and np.isinf(other)):
         return "n/a"
     if abs(other - base) <= tol:
         return "same"
@@ -303,14 +303,15 @@ def compare(base: dict, other: dict, confidence: float = 0.95) -> dict:
         row = {
             "base": b,
             "other": o,
-            "change": None if np.isnan(b) or np.isnan(o) else float(o - b),
+            "change": float(o - b) if np.isfinite(b) and np.isfinite(o) else None,
             "relative_change": relative_change(b, o),
             "direction": DIRECTION[m],
             "verdict": verdict(m, b, o),
         }
         db, do = base.get("draws", {}).get(m), other.get("draws", {}).get(m)
-        if db is not None and do is not None and len(db) == len(do) and len(db):
-            lo, hi = _scalar_interval(o - b, do - db, confidence)
+        if db is not None and do is not None and len(db) == len(do) and len(db) and np.isfinite(b) and np.isfinite(o):
+            with np.errstate(invalid="ignore"):
+                lo, hi = _scalar_interval(o - b, do - db, confidence)
             row["change_ci"] = (lo, hi)
             # The change is called significant when its interval excludes zero.
             row["significant"] = bool(lo > 0 or hi < 0)
