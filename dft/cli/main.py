@@ -208,7 +208,7 @@ def _demo(files: list[str], overrides: list[str], force: bool) -> int:
     return 0
 
 
-def _fairness(args) -> int:
+def fairness_command(args) -> int:
     """``dft fairness``: evaluate.targets/intersections/groups of the config, then the options."""
     from dft.config.load import load_config
     from dft.errors import DftError
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     from dft.config.load import ConfigError, dump_config, load_config
 
     if args.command == "fairness":
-        return _fairness(args)
+        return fairness_command(args)
 
     files = list(args.config)
     if args.command == "demo":

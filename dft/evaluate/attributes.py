@@ -99,7 +99,7 @@ def check_target(field: str, shares: dict[str, float], groups: list[str] | None 
             raise LabelTableError(f"{field}: share of {g!r} must be a non-negative number; got {v!r}")
     total = float(sum(shares.values()))
     if abs(total - 1.0) > SHARE_TOLERANCE:
-        raise LabelTableError(f"{field}: shares must sum to 1 (within {SHARE_TOLERANCE}); got {total!r} from {shares}")
+        raise LabelTableError(f"{field}: shares must sum to 1 (within {SHARE_TOLERANCE}); got {total:.6g} from {shares}")
     if groups is not None:
         unknown = [g for g in shares if g not in groups]
         if unknown:

@@ -95,7 +95,7 @@ class EvaluateConfig(Section):
                     raise ValueError(f"{field}.{g}: a share must be >= 0; got {v!r}")
             total = sum(shares.values())
             if abs(total - 1.0) > 1e-6:
-                raise ValueError(f"{field}: shares must sum to 1 (within 1e-6); got {total!r} from {shares!r}")
+                raise ValueError(f"{field}: shares must sum to 1 (within 1e-6); got {total:.6g} from {shares!r}")
             parts = attr.split(JOINT)
             known = declared.get(attr)
             if known is None and len(parts) > 1 and all(p in declared for p in parts):
