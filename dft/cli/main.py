@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", action="append", default=[], metavar="ATTR=GROUP,GROUP[,...]",
                    help="Declare an attribute's full list of groups (repeatable), for tables that do not "
                    "(a CSV without sidecar): a group no image was read as still counts in K.")
+    p.add_argument("--reader-audit", metavar="AUDIT.json",
+                   help="A reader's confusion matrices (dft audit-reader --json): adds shares and metrics corrected "
+                   "for what the reader confuses or cannot read, with intervals that also resample the audit.")
     p.add_argument("--config", "-c", action="append", default=[], metavar="FILE", help="YAML config (repeatable).")
     p.add_argument("--set", "-s", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                    help="Override one field, e.g. --set evaluate.bootstrap=200 (repeatable).")
@@ -224,7 +227,7 @@ def fairness_command(args) -> int:
         console.print(f"[red]dft fairness: {exc}[/red]")
         return 2
     return fairness_cli(args.labels, as_json=args.json, bootstrap=args.bootstrap, targets=targets,
-                        intersections=intersections, groups=groups)
+                        intersections=intersections, groups=groups, reader_audit=args.reader_audit)
 
 
 def main(argv: list[str] | None = None) -> int:

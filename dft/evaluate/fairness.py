@@ -218,12 +218,14 @@ def score_table(
     targets: dict[str, dict[str, float]] | None = None,
     intersections: list[list[str]] | None = None,
     groups: dict[str, list[str]] | None = None,
+    reader_audit: dict[str, dict] | None = None,
 ) -> dict[str, Any]:
     """The fairness result of a label table as a JSON-ready dict (layout in the module docstring).
 
     ``targets``: per attribute, the shares it should have (uniform otherwise); ``intersections``:
     lists of attributes scored jointly; ``groups``: per attribute, its groups (over what the table
-    declares)."""
+    declares); ``reader_audit``: per attribute, a reader's confusion matrix
+    (``dft.evaluate.confusion.read_audit``), adding ``reader_corrected`` to that attribute's blocks."""
     attributes = dict(attributes if attributes is not None else attribute_groups(table))
     targets = targets or {}
     for attr, gs in (groups or {}).items():
@@ -316,6 +318,11 @@ def score_table(
                 mask = pa.array((model_codes == mi) & (codes < 0))
                 vc = pc.value_counts(pc.filter(_as_text(table.column(reasons_col)), mask)).to_pylist()
                 block["unreadable_reasons"] = {str(d["values"]): int(d["counts"]) for d in vc if d["values"] is not None}
+            if reader_audit and attr in reader_audit:
+                from dft.evaluate.confusion import corrected_block
+
+                block["reader_corrected"] = corrected_block(counts, groups_, reader_audit[attr], attr, q, bootstrap,
+                                                            _seed(seed, mi, ai, 7), confidence)
             ppci = scored.get("per_prompt_ci")
             ppc, ppf = scored.get("per_prompt_corrected"), scored.get("per_prompt_at_floor")
             for j, pi in enumerate(keep):
@@ -405,6 +412,14 @@ def format_summary(result: dict) -> str:
                 corr = "" if v.get("corrected") is None else f"{v['corrected']:.4f}"
                 note = "  at floor" if v.get("at_floor") else ""
                 lines.append(f"    {m:<17}{_value_text(v):>8}  {ci_txt:<18}  {floor:>7}  {corr:>9}{note}")
+            rc = block.get("reader_corrected")
+            if rc:
+                v = rc["mean"]["imbalance"]
+                ci = v["ci"] or [None, None]
+                ci_txt = f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci[0] is not None and ci[1] is not None else ""
+                shares = ", ".join(f"{g} {s:.3f}" for g, s in rc["shares"].items() if s is not None)
+                lines.append(f"    corrected for the reader's confusion ({rc['audited_images']} audited images): "
+                             f"imbalance {_value_text(v)}{ci_txt}; shares {shares}")
     comp = result.get("comparison")
     if comp:
         lines.append(f"{comp['other']} vs {comp['base']} ({comp.get('resampling', 'independent')} bootstrap):")
@@ -431,12 +446,23 @@ def fairness_cli(
     targets: dict[str, dict[str, float]] | None = None,
     intersections: list[list[str]] | None = None,
     groups: dict[str, list[str]] | None = None,
+    reader_audit: str | None = None,
 ) -> int:
-    """``dft fairness LABELS [--json] [--bootstrap N] [--target ...] [--intersect ...] [--groups ...]``:
-    print the result; exit code 0, or 2 on bad input."""
+    """``dft fairness LABELS [--json] [--bootstrap N] [--target ...] [--intersect ...] [--groups ...]
+    [--reader-audit AUDIT.json]``: print the result; exit code 0, or 2 on bad input."""
     try:
         table = read_labels(labels_path)
-        result = score_table(table, bootstrap=bootstrap, targets=targets, intersections=intersections, groups=groups)
+        audit = None
+        if reader_audit:
+            from dft import storage
+            from dft.evaluate.confusion import read_audit
+
+            audit = read_audit(storage.read_text(reader_audit))
+            unknown = sorted(set(audit) - set(table.column_names))
+            if unknown:
+                log.warning("reader audit %s: attributes %s are not in the label table", reader_audit, unknown)
+        result = score_table(table, bootstrap=bootstrap, targets=targets, intersections=intersections, groups=groups,
+                             reader_audit=audit)
     except (OSError, ValueError, KeyError, pa.ArrowException, DftError) as exc:
         print(f"dft fairness: {labels_path}: {exc}", file=sys.stderr)
         return 2
