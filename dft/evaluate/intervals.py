@@ -7,9 +7,11 @@ a perfectly balanced model drawing 20 images per prompt shows a gender imbalance
 around that biased value and misses a true 0 (issue 12 measured 0% coverage at p = 0.5).
 
 What we do instead is invert a test along a one-parameter family of models. For a count matrix
-with observed shares p_hat_j per prompt and a target q, model(lam) draws prompt j at
-q + lam (p_hat_j - q) (capped at the edge of the simplex): lam = 0 is the perfectly balanced model,
-lam = 1 the observed shares, lam > 1 more extreme ones. For each lam on a grid we simulate the
+with shares p_j per prompt and a target q, model(lam) draws prompt j at q + lam (p_j - q) (capped
+at the edge of the simplex): lam = 0 is the perfectly balanced model, lam = 1 the start, lam > 1
+more extreme ones. The start is, per prompt, the observed shares (``directions``) and, for the
+mean over prompts, their empirical-Bayes posterior means (``pooled``): observed shares spread more
+across prompts than the truth does, and a family built on them over-corrects. For each lam on a grid we simulate the
 estimate (``sims`` draws of the same number of readable images per prompt, multinomial) and accept
 lam when the observed estimate lies within the central ``confidence`` range of the simulated ones.
 The interval is the range of the metric's true value over the accepted models; the corrected
@@ -107,7 +109,6 @@ def _crossing(q: np.ndarray, obs: np.ndarray, first: bool) -> np.ndarray:
     """Fractional grid index where ``q`` [G, ...] crosses ``obs`` [...]: the first index with
     q >= obs (``first``) or the last with q <= obs, linearly interpolated between grid points."""
     G = q.shape[0]
-    idx = np.arange(G).reshape((G,) + (1,) * obs.ndim)
     if first:
         ok = q >= obs
         i = np.where(ok.any(axis=0), np.argmax(ok, axis=0), G - 1)
@@ -122,7 +123,6 @@ def _crossing(q: np.ndarray, obs: np.ndarray, first: bool) -> np.ndarray:
     qa, qb = np.take_along_axis(q, last[None], 0)[0], np.take_along_axis(q, nxt[None], 0)[0]
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where((last < G - 1) & (qb > qa), (obs - qa) / (qb - qa), 0.0)
-    del idx
     return last + np.clip(frac, 0.0, 1.0)
 
 
@@ -159,12 +159,10 @@ def invert(
     K = counts.shape[-1] - 1
     center = np.broadcast_to(np.asarray(center, dtype=np.float64), (K,))
     n = counts[..., :K].sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p_hat = np.where(n[..., None] > 0, counts[..., :K] / np.maximum(n, 1)[..., None], center)
-    p_hat = directions(p_hat, n, center) if per_prompt else pooled(counts, center)
-    observed = {m: v for m, v in metric_fn(np.where(n[..., None] > 0, counts[..., :K] / np.maximum(n, 1)[..., None], np.nan)).items()}
-    reduce = (lambda v: v) if per_prompt else (lambda v: _nanmean_last(v))
-    obs = {m: reduce(v) for m, v in observed.items()}
+    seen = counts[..., :K] / np.maximum(n, 1)[..., None]
+    start = directions(np.where(n[..., None] > 0, seen, center), n, center) if per_prompt else pooled(counts, center)
+    reduce = (lambda v: v) if per_prompt else _nanmean_last
+    obs = {m: reduce(v) for m, v in metric_fn(np.where(n[..., None] > 0, seen, np.nan)).items()}
     a = (1.0 - confidence) / 2.0
     rng = np.random.default_rng(seed)
     theta: dict[str, list] = {m: [] for m in obs}
@@ -172,7 +170,7 @@ def invert(
     qhi: dict[str, list] = {m: [] for m in obs}
     qmid: dict[str, list] = {m: [] for m in obs}
     for lam in LAMBDAS:
-        p_lam = along_family(p_hat, center, lam)
+        p_lam = along_family(start, center, lam)
         truth = metric_fn(np.where(n[..., None] > 0, p_lam, np.nan))
         sim = metric_fn(_simulate(n, p_lam, sims, rng))
         for m in obs:

@@ -214,7 +214,7 @@ def score_counts(
     per_prompt = fn(shares(counts))
     n = counts.sum(axis=-1)
     readable = n - counts[:, -1]
-    floor_pp = _floors(readable, q, fn)
+    floor_pp = I.floor(readable, q, fn)
     out = {
         "per_prompt": per_prompt,
         "mean": {m: float(prompt_mean(v)) for m, v in per_prompt.items()},
@@ -252,12 +252,6 @@ def score_counts(
         out["per_prompt_corrected"] = {m: r["corrected"] for m, r in pp_inv.items()}
         out["per_prompt_at_floor"] = {m: r["at_floor"] for m, r in pp_inv.items()}
     return out
-
-
-def _floors(readable: np.ndarray, q: np.ndarray, fn) -> dict[str, np.ndarray]:
-    from dft.evaluate.intervals import floor
-
-    return floor(readable, q, fn)
 
 
 def paired_bootstrap_counts(joint: np.ndarray, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
