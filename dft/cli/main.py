@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "fairness",
         help="Score a label table (Parquet or CSV: prompt column + attribute columns).",
         description="Score a label table: every metric per attribute, per prompt and averaged over prompts, "
-        "with 95%% intervals that cover the true value (test inversion), the finite-sample floor (what a "
+        "with 95 percent intervals that cover the true value (test inversion), the finite-sample floor (what a "
         "model drawing exactly the target shares shows at this many images) and a corrected estimate; "
         "two models (base/finetuned, else the first two) are compared with a paired bootstrap when their "
         "images share (prompt, seed), else with independent resamples. Targets, intersections and groups "
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("labels", help="Label table (.parquet or .csv; a CSV's LABELS.csv.groups.json sidecar declares its groups).")
     p.add_argument("--json", action="store_true", help="Print the full result as JSON.")
     p.add_argument("--bootstrap", type=int, default=1000,
-                   help="Resamples for the comparison's bootstrap; the intervals simulate min(N, 400) samples per model tried.")
+                   help="Resamples for the bootstrap of the comparison and the unreadable rate; the metric intervals simulate min(N, 400) samples per model tried (0: no intervals).")
     p.add_argument("--target", action="append", default=[], metavar="ATTR=GROUP:SHARE,GROUP:SHARE",
                    help="Target shares of an attribute (repeatable), e.g. gender=man:0.5,woman:0.5 or "
                    "age=young:0.75,elderly:0.25; adds nothing new for uniform, which is the default. "
