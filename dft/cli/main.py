@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("labels", help="Label table (.parquet or .csv; a CSV's LABELS.csv.groups.json sidecar declares its groups).")
     p.add_argument("--json", action="store_true", help="Print the full result as JSON.")
     p.add_argument("--bootstrap", type=int, default=1000,
-                   help="Resamples for the bootstrap of the comparison and the unreadable rate; the metric intervals simulate min(N, 400) samples per model tried (0: no intervals).")
+                   help="Resamples for the bootstrap of the comparison and the unreadable rate; the metric "
+                   "intervals simulate min(N, 400) samples per model tried (0: no intervals).")
     p.add_argument("--target", action="append", default=[], metavar="ATTR=GROUP:SHARE,GROUP:SHARE",
                    help="Target shares of an attribute (repeatable), e.g. gender=man:0.5,woman:0.5 or "
                    "age=young:0.75,elderly:0.25; adds nothing new for uniform, which is the default. "
