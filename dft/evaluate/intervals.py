@@ -255,11 +255,9 @@ def floor(n: np.ndarray, center: np.ndarray, metric_fn: MetricFn, sims: int = 40
 
 def binomial_pmf(n: int, p: float) -> np.ndarray:
     """P(X = x) for x = 0..n, X ~ Binomial(n, p), in log space (n up to millions)."""
-    from math import lgamma
-
     x = np.arange(n + 1)
     if p <= 0.0 or p >= 1.0:
         return (x == (n if p >= 1.0 else 0)).astype(np.float64)
-    lg = np.array([lgamma(k + 1.0) for k in range(n + 1)])
+    lg = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])  # log k!
     logp = lg[n] - lg - lg[::-1] + x * np.log(p) + (n - x) * np.log1p(-p)
     return np.exp(logp)
