@@ -70,8 +70,8 @@ class EvaluateConfig(Section):
     )
     groups: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="Per attribute, its full list of groups where the label table does not declare them "
-        "(a group nobody was read as still counts in K).",
+        description="Per attribute, its full list of groups, over what the label table declares (for tables "
+        "that declare none: a group nobody was read as still counts in K).",
     )
 
     @model_validator(mode="after")
