@@ -76,10 +76,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="Label table to write (.parquet or .csv).")
     _common(p)
 
-    p = sub.add_parser("fairness", help="Score a label table (Parquet or CSV: prompt column + attribute columns).")
-    p.add_argument("labels", help="Label table (.parquet or .csv).")
+    p = sub.add_parser(
+        "fairness",
+        help="Score a label table (Parquet or CSV: prompt column + attribute columns).",
+        description="Score a label table: every metric per attribute, per prompt and averaged over prompts, "
+        "with 95 percent intervals that cover the true value (test inversion), the finite-sample floor (what a "
+        "model drawing exactly the target shares shows at this many images) and a corrected estimate; "
+        "two models (base/finetuned, else the first two) are compared with a paired bootstrap when their "
+        "images share (prompt, seed), else with independent resamples. Targets, intersections and groups "
+        "also come from evaluate.targets / evaluate.intersections / evaluate.groups of --config/--set; "
+        "the options below add to them.",
+    )
+    p.add_argument("labels", help="Label table (.parquet or .csv; a CSV's LABELS.csv.groups.json sidecar declares its groups).")
     p.add_argument("--json", action="store_true", help="Print the full result as JSON.")
-    p.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the intervals.")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="Resamples for the bootstrap of the comparison and the unreadable rate; the metric "
+                   "intervals simulate min(N, 400) samples per model tried (0: no intervals).")
+    p.add_argument("--target", action="append", default=[], metavar="ATTR=GROUP:SHARE,GROUP:SHARE",
+                   help="Target shares of an attribute (repeatable), e.g. gender=man:0.5,woman:0.5 or "
+                   "age=young:0.75,elderly:0.25; adds nothing new for uniform, which is the default. "
+                   "imbalance_target and kl_target are measured against it.")
+    p.add_argument("--intersect", action="append", default=[], metavar="ATTR,ATTR[,...]",
+                   help="Score attributes jointly (repeatable), e.g. gender,skin_tone_group adds the attribute "
+                   "gender+skin_tone_group with groups man+lighter, ...")
+    p.add_argument("--groups", action="append", default=[], metavar="ATTR=GROUP,GROUP[,...]",
+                   help="Declare an attribute's full list of groups (repeatable), for tables that do not "
+                   "(a CSV without sidecar): a group no image was read as still counts in K.")
+    p.add_argument("--reader-audit", metavar="AUDIT.json",
+                   help="A reader's confusion matrices (dft audit-reader --json): adds shares and metrics corrected "
+                   "for what the reader confuses or cannot read, with intervals that also resample the audit.")
+    p.add_argument("--config", "-c", action="append", default=[], metavar="FILE", help="YAML config (repeatable).")
+    p.add_argument("--set", "-s", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                   help="Override one field, e.g. --set evaluate.bootstrap=200 (repeatable).")
     p.add_argument("-v", "--verbose", action="store_true")
 
     p = sub.add_parser(
@@ -224,6 +252,25 @@ def _status(args) -> int:
                       max_steps=given("train", "max_steps"), planned_models=given("evaluate", "models"))
 
 
+def fairness_command(args) -> int:
+    """``dft fairness``: evaluate.targets/intersections/groups of the config, then the options."""
+    from dft.config.load import load_config
+    from dft.errors import DftError
+    from dft.evaluate import attributes as A
+    from dft.evaluate.fairness import fairness_cli
+
+    try:
+        ev = load_config(list(args.config), list(args.overrides)).evaluate if (args.config or args.overrides) else None
+        targets = dict(ev.targets if ev else {}) | A.parse_targets(args.target)
+        intersections = list(ev.intersections if ev else []) + A.parse_intersections(args.intersect)
+        groups = dict(ev.groups if ev else {}) | A.parse_groups(args.groups)
+    except (DftError, ValueError) as exc:
+        console.print(f"[red]dft fairness: {exc}[/red]")
+        return 2
+    return fairness_cli(args.labels, as_json=args.json, bootstrap=args.bootstrap, targets=targets,
+                        intersections=intersections, groups=groups, reader_audit=args.reader_audit)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -237,9 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     from dft.config.load import ConfigError, dump_config, load_config
 
     if args.command == "fairness":
-        from dft.evaluate.fairness import fairness_cli
-
-        return fairness_cli(args.labels, as_json=args.json, bootstrap=args.bootstrap)
+        return fairness_command(args)
 
     files = list(args.config)
     if args.command == "demo":

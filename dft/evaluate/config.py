@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dft.config.base import Section
 
@@ -57,6 +57,55 @@ class EvaluateConfig(Section):
     clip_score_model: str | None = Field(None, description="CLIP model source for the quality guard.")
     num_actors: int = Field(1, ge=1)
     seed_offset: int = Field(0, ge=0, description="Shift every evaluation seed (a re-sampling control).")
+    targets: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Per attribute (or joint attribute 'a+b'), the shares it should have, e.g. "
+        "{age: {young: 0.75, elderly: 0.25}}; imbalance_target and kl_target measure against them. "
+        "Default uniform. Shares are >= 0 and sum to 1; groups a target leaves out get 0.",
+    )
+    intersections: list[list[str]] = Field(
+        default_factory=list,
+        description="Attributes scored jointly, e.g. [[gender, skin_tone_group]] adds 'gender+skin_tone_group' "
+        "with groups 'man+lighter'...; unreadable in any part is unreadable in the joint.",
+    )
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Per attribute, its full list of groups, over what the label table declares (for tables "
+        "that declare none: a group nobody was read as still counts in K).",
+    )
+
+    @model_validator(mode="after")
+    def _targets_fit(self):
+        from dft.evaluate.attributes import JOINT, KNOWN_GROUPS, LENIENT_KNOWN
+
+        declared = {a: list(g) for a, g in KNOWN_GROUPS.items() if a not in LENIENT_KNOWN}
+        for r in self.readers:
+            declared.update({a: list(c) for a, c in r.classes.items()})
+        declared.update(self.groups)
+        for attr, gs in self.groups.items():
+            if len(gs) < 2 or len(set(gs)) != len(gs):
+                raise ValueError(f"evaluate.groups.{attr}: needs at least 2 distinct groups; got {gs!r}")
+        for i, parts in enumerate(self.intersections):
+            if len(parts) < 2 or len(set(parts)) != len(parts):
+                raise ValueError(f"evaluate.intersections[{i}]: needs at least 2 distinct attributes; got {parts!r}")
+        for attr, shares in self.targets.items():
+            field = f"evaluate.targets.{attr}"
+            for g, v in shares.items():
+                if not v >= 0:
+                    raise ValueError(f"{field}.{g}: a share must be >= 0; got {v!r}")
+            total = sum(shares.values())
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"{field}: shares must sum to 1 (within 1e-6); got {total:.6g} from {shares!r}")
+            parts = attr.split(JOINT)
+            known = declared.get(attr)
+            if known is None and len(parts) > 1 and all(p in declared for p in parts):
+                import itertools
+
+                known = [JOINT.join(c) for c in itertools.product(*(declared[p] for p in parts))]
+            unknown = [g for g in shares if known is not None and g not in known]
+            if unknown:
+                raise ValueError(f"{field}: groups {unknown} are not among the declared groups {known}")
+        return self
 
 
 class CurateConfig(Section):

@@ -63,7 +63,14 @@ def label_table(tables: list[pa.Table], attributes: dict[str, list[str] | None])
 
 
 def write_labels(table: pa.Table, out: str) -> None:
-    """Parquet (with the groups metadata) or CSV by the extension of ``out``."""
+    """Parquet (with the groups metadata) or CSV by the extension of ``out``; a CSV gets its groups
+    in the sidecar ``OUT.groups.json`` (written first: a table is never newer than its groups)."""
+    from dft.evaluate.attributes import sidecar_json, sidecar_uri
+
+    if str(out).endswith(".csv"):
+        meta = (table.schema.metadata or {}).get(METADATA_KEY)
+        if meta:
+            storage.write_text(sidecar_uri(out), sidecar_json(json.loads(meta)))
     with storage.atomic_local_path(out) as tmp:
         if str(out).endswith(".csv"):
             import pyarrow.csv as pacsv

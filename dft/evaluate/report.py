@@ -5,7 +5,8 @@
     report.md     the same summary as Markdown
     metrics.json  the evaluation's metrics (the ``dft fairness`` JSON layout plus the quality guard)
     charts/       PNG: per attribute, the average metrics of each model with intervals, and the
-                  perceived distribution per prompt for each model
+                  perceived distribution per prompt for each model; per joint attribute
+                  (evaluate.intersections) a heatmap of its shares, one panel per model
     sheets/       PNG contact sheets: sample images per prompt and model, captioned with what the
                   readers perceived
 """
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
 
 
+def _file_name(attr: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", attr)
+
+
 def _slug(text: str) -> str:
     s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
     return f"{s}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
@@ -40,7 +45,24 @@ def _fmt(v, digits: int = 3) -> str:
 
 def _ci(block) -> str:
     ci = block.get("ci") if block else None
-    return "" if not ci or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+    return "" if not ci or ci[0] is None or ci[1] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _value(block) -> str:
+    return "inf" if block.get("infinite") else _fmt(block.get("value"))
+
+
+def _floor_note(block) -> str:
+    """'floor 0.088, corrected 0.000, at floor': what a model drawing the target shares shows at
+    this many images, the estimate with that bias taken out, and whether the two can be told apart."""
+    parts = []
+    if block.get("floor") is not None:
+        parts.append(f"floor {block['floor']:.3f}")
+    if block.get("corrected") is not None:
+        parts.append(f"corrected {block['corrected']:.3f}")
+    if block.get("at_floor"):
+        parts.append("at floor")
+    return ", ".join(parts)
 
 
 def _pct(v) -> str:
@@ -144,6 +166,48 @@ def distribution_chart(result: dict, attr: str, prompt: str) -> bytes:
     return _png(fig)
 
 
+def joint_heatmap(result: dict, attr: str) -> bytes:
+    """Shares of a joint attribute over all its images, one panel per model: rows are the first
+    part's groups, columns the rest's; each cell gives the share and, below it, the target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m in result["models"] if attr in result["models"][m]["attributes"]]
+    first = result["models"][models[0]]["attributes"][attr]
+    rows = list(dict.fromkeys(g.split("+", 1)[0] for g in first["groups"]))
+    cols = list(dict.fromkeys(g.split("+", 1)[1] for g in first["groups"]))
+    parts = first.get("parts") or attr.split("+")
+    grids, targets = {}, {}
+    for m in models:
+        blk = result["models"][m]["attributes"][attr]
+        grids[m] = np.array([[blk["shares"].get(f"{r}+{c}") or 0.0 for c in cols] for r in rows])
+        targets[m] = np.array([[blk["target"].get(f"{r}+{c}", 0.0) for c in cols] for r in rows])
+    top = max(1e-9, *(float(g.max()) for g in grids.values()), *(float(t.max()) for t in targets.values()))
+    fig, axes = plt.subplots(1, len(models), figsize=(len(models) * (1.05 * len(cols) + 1.6), 1.3 + 0.8 * len(rows)),
+                             squeeze=False)
+    for ax, m in zip(axes[0], models):
+        blk = result["models"][m]["attributes"][attr]
+        grid, target = grids[m], targets[m]
+        im = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=top, aspect="auto")  # one scale for every model
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                colour = "white" if grid[i, j] < 0.6 * top else "black"
+                ax.text(j, i - 0.12, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8, color=colour)
+                ax.text(j, i + 0.22, f"target {target[i, j]:.2f}", ha="center", va="center", fontsize=5.5, color=colour)
+        ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=30 if len(cols) > 3 else 0)
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set_xlabel("+".join(parts[1:]), fontsize=7)
+        ax.set_ylabel(parts[0], fontsize=7)
+        imb = blk["mean"]["imbalance"]
+        ax.set_title(f"{m}: n={blk['readable']} readable, imbalance {_value(imb)}", fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+    fig.suptitle(f"perceived {attr}: share of readable images", fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def contact_sheet(samples: list[dict], labels: dict[str, dict], attrs: list[str], n: int, thumb: int) -> bytes | None:
     """A grid of up to ``n`` images, each captioned with what the readers perceived."""
     from PIL import Image, ImageDraw
@@ -235,10 +299,15 @@ def write_report(run, cfg) -> dict:
     charts: dict[str, dict] = {}
     written = 0
     for a in attrs:
-        rel = f"charts/{a}-metrics.png"
+        rel = f"charts/{_file_name(a)}-metrics.png"
         storage.write_bytes(storage.join(out, rel), metric_chart(result, a))
         charts[a] = {"metrics": rel, "prompts": {}}
         written += 1
+        if any("+" in g for g in result["models"][next(m for m in models if a in result["models"][m]["attributes"])]["attributes"][a]["groups"]):
+            rel = f"charts/{_file_name(a)}-heatmap.png"
+            storage.write_bytes(storage.join(out, rel), joint_heatmap(result, a))
+            charts[a]["heatmap"] = rel
+            written += 1
     prompts = []
     for m in models:
         for a in result["models"][m]["attributes"].values():
@@ -246,7 +315,7 @@ def write_report(run, cfg) -> dict:
     prompts = prompts[: cfg.max_prompts]
     for a in attrs:
         for p in prompts:
-            rel = f"charts/{a}-{_slug(p)}.png"
+            rel = f"charts/{_file_name(a)}-{_slug(p)}.png"
             storage.write_bytes(storage.join(out, rel), distribution_chart(result, a, p))
             charts[a]["prompts"][p] = rel
             written += 1
@@ -278,13 +347,18 @@ def _intro(result: dict) -> list[str]:
     comp = result.get("comparison")
     lines = [
         "Every attribute here is perceived: what an automatic reader sees in the image, not anyone's identity.",
-        f"Intervals are 95% bootstrap intervals over images within prompts ({result['bootstrap']} resamples); "
-        "metrics are averaged over prompts, unreadable images are left out of the shares and counted apart.",
+        "Metrics are averaged over prompts; unreadable images are left out of the shares and counted apart.",
+        "Intervals are 95% intervals for the true value, by test inversion over simulated models (they cover a "
+        "balanced model too, so an interval need not contain the observed value). 'floor' is what a model that "
+        "draws every group at exactly its target share would show on average at the same number of images per "
+        "prompt; 'corrected' is the estimate with that small-sample bias taken out; 'at floor' means the value "
+        "cannot be told apart from a balanced model's.",
     ]
     if comp:
         lines.append(
             f"Change is relative: ({comp['other']} - {comp['base']}) / {comp['base']}; 'better' or 'worse' follows "
-            "each metric's direction; 'significant' means the interval of the change excludes zero."
+            "each metric's direction; 'significant' means the 95% interval of the change excludes zero "
+            f"({comp.get('resampling', 'independent')} bootstrap of the two models, {result['bootstrap']} resamples)."
         )
     return lines
 
@@ -304,7 +378,8 @@ def render_markdown(result, rows, charts, sheets, title) -> str:
         cells = [r["attribute"], r["metric"], r["direction"]]
         for m in models:
             v = r["values"].get(m)
-            cells.append("" if v is None else f"{_fmt(v['value'])} {_ci(v)}".strip())
+            note = "" if v is None else _floor_note(v)
+            cells.append("" if v is None else (f"{_value(v)} {_ci(v)}".strip() + (f" ({note})" if note else "")))
         if comp:
             sig = " (significant)" if r.get("significant") else ""
             cells += [_pct(r.get("change")), (r.get("verdict") or "") + sig]
@@ -318,6 +393,8 @@ def render_markdown(result, rows, charts, sheets, title) -> str:
     for a, c in charts.items():
         out.append(f"### perceived {a}")
         out.append(f"![{a} metrics]({c['metrics']})")
+        if c.get("heatmap"):
+            out.append(f"![{a} shares per model]({c['heatmap']})")
         for p, rel in c["prompts"].items():
             out.append(f"![{a}: {p}]({rel})")
         out.append("")
@@ -360,7 +437,9 @@ def render_html(result, rows, charts, sheets, title) -> str:
         parts.append(f"<tr><td class='l'>{e(r['attribute'])}</td><td class='l'>{e(r['metric'])}</td><td>{e(r['direction'])}</td>")
         for m in models:
             v = r["values"].get(m)
-            parts.append("<td></td>" if v is None else f"<td>{_fmt(v['value'])} <small>{_ci(v)}</small></td>")
+            note = "" if v is None else _floor_note(v)
+            parts.append("<td></td>" if v is None else f"<td>{_value(v)} <small>{_ci(v)}</small>"
+                         + (f"<br><small class='note'>{e(note)}</small>" if note else "") + "</td>")
         if comp:
             verdict = r.get("verdict") or ""
             sig = " (significant)" if r.get("significant") else ""
@@ -378,6 +457,9 @@ def render_html(result, rows, charts, sheets, title) -> str:
         if all(result["models"][m]["attributes"].get(a, {}).get("readable", 0) == 0 for m in models):
             parts.append("<p class='note'>No image had a readable value: the charts below are empty.</p>")
         parts.append(f"<figure><img src='{e(c['metrics'])}' alt='{e(a)} metrics'></figure><br>")
+        if c.get("heatmap"):
+            parts.append(f"<figure><img src='{e(c['heatmap'])}' alt='{e(a)} shares per model'><figcaption>shares of "
+                         f"{e(a)} per model, with the target in brackets</figcaption></figure><br>")
         for p, rel in c["prompts"].items():
             parts.append(f"<figure><img src='{e(rel)}' alt='{e(a)}: {e(p)}'><figcaption>{e(p)}</figcaption></figure>")
     if sheets:

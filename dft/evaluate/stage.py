@@ -122,7 +122,8 @@ def run_evaluate(cfg, force: bool = False) -> dict:
             counts["models"][label] = {"source": source, "images": gen["images"], "labels": t.num_rows}
         labels = label_table(tables, _declared(readers))
         write_labels(labels, storage.join(run.eval, "labels.parquet"))
-        result = score_table(labels, bootstrap=ev.bootstrap, seed=cfg.prompts.seed + ev.seed_offset)
+        result = score_table(labels, bootstrap=ev.bootstrap, seed=cfg.prompts.seed + ev.seed_offset,
+                             targets=ev.targets, intersections=ev.intersections, groups=ev.groups)
         result["models_sources"] = {k: v["source"] for k, v in counts["models"].items()}
         quality = summarize(labels, bootstrap=ev.bootstrap)
         if quality:

@@ -39,6 +39,25 @@ class PromptsConfig(Section):
         None, ge=1, description="Neutral '{profession}' prompts for at most this many professions (sorted)."
     )
     chunk_rows: int = Field(65_536, ge=1, description="Rows per written Parquet row group (memory bound).")
+    targets: dict[Literal["ethnicity", "gender", "age", "profession"], dict[str, float]] = Field(
+        default_factory=dict,
+        description="Share of the table's rows (images) per attribute value, e.g. {age: {young: 0.75, "
+        "elderly: 0.25}}: images per combination are weighted (raking over the attributes) so that each "
+        "attribute's row shares follow its target; values left out get no rows. Default: every "
+        "combination gets images_per_prompt images. Use the same shares as evaluate.targets to train "
+        "towards what is measured.",
+    )
+
+    @model_validator(mode="after")
+    def _targets_are_shares(self):
+        for attr, shares in self.targets.items():
+            for value, share in shares.items():
+                if not share >= 0:
+                    raise ValueError(f"prompts.targets.{attr}.{value}: a share must be >= 0; got {share!r}")
+            total = sum(shares.values())
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"prompts.targets.{attr}: shares must sum to 1 (within 1e-6); got {total:.6g} from {shares!r}")
+        return self
 
     @model_validator(mode="after")
     def _include_exclude_disjoint(self):

@@ -3,6 +3,10 @@ deterministically, expanded to one row per image with a stable id and its own se
 
 Combinations are few (tens of thousands) and held as integer index arrays; the expansion to images
 (up to millions of rows) is streamed in chunks of ``chunk_rows`` so memory stays flat.
+
+With ``prompts.targets`` the images per combination are no longer all ``images_per_prompt``: the
+same total is shared out by weights fitted so that each targeted attribute's share of rows follows
+its target (raking, i.e. iterative proportional fitting), rounded by largest remainders.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ class PromptTable:
         self.vocab = vocab or load_vocabulary(cfg.vocab)
         self.values = _filtered_values(self.vocab, cfg)
         self.combos = self._combinations()
+        self.images = self._images_per_combination()
 
     def _combinations(self) -> list[tuple[str, dict[str, str], str]]:
         """(prompt_id, fields, template) for each kept combination, in a canonical order."""
@@ -105,17 +110,52 @@ class PromptTable:
         out.sort(key=lambda c: c[0])
         return out
 
+    def _images_per_combination(self) -> list[int]:
+        """Images of each combination: ``images_per_prompt``, or weighted by ``prompts.targets``."""
+        cfg = self.cfg
+        n = len(self.combos)
+        if not cfg.targets or n == 0:
+            return [cfg.images_per_prompt] * n
+        for attr, shares in cfg.targets.items():
+            unknown = sorted(set(shares) - set(self.values[attr]))
+            if unknown:
+                raise ValueError(
+                    f"prompts.targets.{attr}: {unknown} are not values of {attr} in vocabulary {self.vocab.name!r} "
+                    f"after include/exclude (values: {self.values[attr][:8]})"
+                )
+        w = np.ones(n)
+        codes = {a: np.array([self.values[a].index(f[a]) for _, f, _ in self.combos]) for a in cfg.targets}
+        goal = {a: np.array([cfg.targets[a].get(v, 0.0) for v in self.values[a]]) for a in cfg.targets}
+        for _ in range(200):  # raking: match each attribute's weighted shares to its target in turn
+            for a, c in codes.items():
+                have = np.bincount(c, weights=w, minlength=len(goal[a])) / max(w.sum(), 1e-300)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    w = w * np.where(have > 0, goal[a] / np.where(have > 0, have, 1.0), 0.0)[c]
+            if all(np.allclose(np.bincount(c, weights=w, minlength=len(goal[a])) / max(w.sum(), 1e-300), goal[a], atol=1e-9)
+                   for a, c in codes.items()):
+                break
+        if w.sum() <= 0:
+            raise ValueError(f"prompts.targets: no combination left with a positive weight ({dict(cfg.targets)})")
+        total = n * cfg.images_per_prompt
+        exact = total * w / w.sum()
+        out = np.floor(exact).astype(np.int64)
+        short = total - int(out.sum())
+        order = sorted(range(n), key=lambda i: (-(exact[i] - out[i]), self.combos[i][0]))  # ties by id: stable
+        for i in order[:short]:
+            out[i] += 1
+        return out.tolist()
+
     @property
     def num_rows(self) -> int:
-        return len(self.combos) * self.cfg.images_per_prompt
+        return int(sum(self.images))
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        n_img = self.cfg.images_per_prompt
-        chunk = max(1, self.cfg.chunk_rows // n_img)
+        per = max(1, self.cfg.images_per_prompt)
+        chunk = max(1, self.cfg.chunk_rows // per)
         for start in range(0, len(self.combos), chunk):
             part = self.combos[start : start + chunk]
             cols: dict[str, list] = {f.name: [] for f in PROMPT_SCHEMA}
-            for pid, fields, template in part:
+            for (pid, fields, template), n_img in zip(part, self.images[start : start + chunk]):
                 prompt = render(template, fields)
                 neutral = render("a photo of a {profession}", {"profession": fields["profession"]})
                 for i in range(n_img):
@@ -131,9 +171,8 @@ class PromptTable:
             yield pa.RecordBatch.from_pydict(cols, schema=PROMPT_SCHEMA)
 
     def counts(self) -> dict[str, Counter]:
-        n = self.cfg.images_per_prompt
         out: dict[str, Counter] = {a: Counter() for a in ORDER}
-        for _, fields, _ in self.combos:
+        for (_, fields, _), n in zip(self.combos, self.images):
             for a in ORDER:
                 out[a][fields[a]] += n
         return out

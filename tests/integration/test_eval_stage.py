@@ -40,7 +40,7 @@ def tiny_cfg(run_uri, **evaluate):
 def test_evaluate_then_report(ray_session, tmp_run):
     from dft.evaluate.stage import run_evaluate, run_report
 
-    cfg = tiny_cfg(tmp_run)
+    cfg = tiny_cfg(tmp_run, intersections=[["gender", "skin_tone_group"]])
     counts = run_evaluate(cfg)
     run = Run(tmp_run)
     labels = pq.read_table(storage.join(run.eval, "labels.parquet"))
@@ -53,6 +53,10 @@ def test_evaluate_then_report(ray_session, tmp_run):
     metrics = json.loads(open(storage.join(run.eval, "metrics.json")).read())
     assert metrics["comparison"]["base"] == "base"
     assert "gender" in metrics["comparison"]["attributes"]
+    assert metrics["comparison"]["resampling"] == "paired"  # both models drew the same (prompt, seed)s
+    joint = metrics["models"]["base"]["attributes"]["gender+skin_tone_group"]
+    assert joint["K"] == 6 and joint["parts"] == ["gender", "skin_tone_group"]
+    assert metrics["models"]["base"]["attributes"]["gender"]["mean"]["imbalance"]["floor"] > 0
     assert set(metrics["quality"]["clip_score"]) == set(counts["models"])
     # a finished stage is a no-op the second time
     assert run_evaluate(cfg) == counts

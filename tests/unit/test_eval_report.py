@@ -85,3 +85,35 @@ def test_html_in_headless_chromium(report, tmp_path):
     img = Image.open(shot).convert("RGB")
     colours = img.getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 500  # rendered text and chart bars, not a blank page
+
+
+def test_report_shows_floor_and_a_heatmap_per_model_for_an_intersection(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+
+    from dft import storage
+    from dft.evaluate.fairness import score_table
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for model, p_woman, tones in (("base", 0.2, [0.7, 0.2, 0.1]), ("finetuned", 0.5, [0.34, 0.33, 0.33])):
+        for j in range(3):
+            for _ in range(40):
+                rows.append({"model": model, "prompt": f"a photo of a {['doctor', 'nurse', 'person'][j]}",
+                             "gender": "woman" if rng.random() < p_woman else "man",
+                             "skin_tone_group": rng.choice(["lighter", "medium", "darker"], p=tones)})
+    result = score_table(pa.Table.from_pylist(rows), bootstrap=100, intersections=[["gender", "skin_tone_group"]])
+    run = Run(str(tmp_path / "run"))
+    storage.write_json(storage.join(run.eval, "metrics.json"), result)
+    counts = write_report(run, ReportConfig(max_prompts=1))
+    folder = Path(run.report)
+    heat = folder / "charts" / "gender-skin_tone_group-heatmap.png"
+    assert heat.is_file() and Image.open(heat).size[0] > 300
+    md = (folder / "report.md").read_text()
+    assert "(charts/gender-skin_tone_group-heatmap.png)" in md
+    assert "| gender+skin_tone_group | imbalance |" in md
+    floor = result["models"]["finetuned"]["attributes"]["gender"]["mean"]["imbalance"]["floor"]
+    assert f"floor {floor:.3f}" in md
+    html = (folder / "index.html").read_text()
+    assert "charts/gender-skin_tone_group-heatmap.png" in html and "at floor" in md + html
+    assert counts["attributes"] == 3

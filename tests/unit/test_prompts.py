@@ -120,3 +120,39 @@ def test_run_prompts_stage_markers(tmp_path):
         run_prompts(changed)
     again = run_prompts(changed, force=True)
     assert again["rows"] == 2 * counts["rows"]
+
+
+def test_targets_weight_the_rows_so_each_attributes_shares_follow_them():
+    targets = {"gender": {"man": 0.5, "woman": 0.5}, "age": {"young": 0.75, "elderly": 0.25},
+               "ethnicity": {"Black": 0.5, "White": 0.3, "Korean": 0.2}}
+    cfg = PromptsConfig(include={"profession": ["doctor", "nurse", "judge"], "ethnicity": ["Black", "White", "Korean"]},
+                        images_per_prompt=8, targets=targets)
+    t = PromptTable(cfg)
+    plain = PromptTable(cfg.model_copy(update={"targets": {}}))
+    assert t.num_rows == plain.num_rows  # the same number of images, shared out differently
+    rows = [r for b in t.batches() for r in b.to_pylist()]
+    assert len(rows) == t.num_rows
+    from collections import Counter
+
+    for attr, shares in targets.items():
+        seen = Counter(r[attr] for r in rows)
+        for value in t.values[attr]:
+            assert seen[value] / len(rows) == pytest.approx(shares.get(value, 0.0), abs=0.01), (attr, value)
+    assert Counter(r["profession"] for r in rows) == plain.counts()["profession"]  # untargeted: unchanged
+    assert t.counts()["age"] == Counter(r["age"] for r in rows)
+    # image indexes stay 0..n-1 per combination, and ids and seeds are those of the plain table
+    by_id = {}
+    for r in rows:
+        by_id.setdefault(r["prompt_id"], []).append(r["image_index"])
+    assert all(sorted(v) == list(range(len(v))) for v in by_id.values())
+    assert [r["seed"] for r in rows if r["image_index"] == 0][:5] == [
+        r["seed"] for r in (x for b in plain.batches() for x in b.to_pylist()) if r["image_index"] == 0 and r["prompt_id"] in by_id][:5]
+
+
+def test_targets_are_checked():
+    with pytest.raises(ValueError, match="prompts.targets.age: shares must sum to 1"):
+        PromptsConfig(targets={"age": {"young": 0.5}})
+    with pytest.raises(ValueError, match="prompts.targets.age.young: a share must be >= 0"):
+        PromptsConfig(targets={"age": {"young": -0.5, "elderly": 1.5}})
+    with pytest.raises(ValueError, match="teenage"):
+        PromptTable(PromptsConfig(include={"profession": ["doctor"]}, targets={"age": {"teenage": 1.0}}))
