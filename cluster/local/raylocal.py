@@ -224,6 +224,9 @@ class Cluster:
             time.sleep(0.2)
         for pid in procs:  # whatever did not stop in time
             _signal(pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in procs):
+            time.sleep(0.1)
 
     def down(self) -> None:
         if not self.state_file.exists():

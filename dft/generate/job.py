@@ -140,9 +140,12 @@ def _generate_stage(ds, plan: Plan, out_uri: str, model_source: str, cfg: Genera
         num_gpus=cfg.num_gpus_per_actor,
         num_cpus=cfg.num_cpus_per_actor,
         # A dead actor is restarted and its batch redone, a bounded number of times: a batch that kills
-        # its actor every time (a segfault, OOM) must end the job, not loop forever.
+        # its actor every time (a segfault, OOM) must end the job, not loop forever. The bound is on
+        # restarts; a batch is retried for as long as its actor may still come back, since while a lost
+        # node's actor waits for a replacement node each retry fails at once ("actor unavailable") and a
+        # bounded retry count ran out in seconds.
         max_restarts=cfg.actor_max_restarts,
-        max_task_retries=cfg.actor_max_restarts,
+        max_task_retries=-1,
         runtime_env=runtime_env,
     )
 
@@ -163,7 +166,7 @@ def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: st
     # Started first, so its process comes up while Ray Data plans. A committer lost with its node is
     # restarted and the commit redone (commit_shard is idempotent).
     committer = ray.remote(ShardCommitter).options(
-        num_cpus=0, max_concurrency=COMMIT_THREADS, max_restarts=3, max_task_retries=3, runtime_env=runtime_env
+        num_cpus=0, max_concurrency=COMMIT_THREADS, max_restarts=3, max_task_retries=-1, runtime_env=runtime_env
     ).remote()
     specs = [{"shard": i, "start": plan.bounds(i)[0], "stop": plan.bounds(i)[1]} for i in todo]
     ds = ray.data.from_items(specs, override_num_blocks=len(specs))

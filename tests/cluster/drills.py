@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -42,11 +43,9 @@ class Jobs:
         return sid, res
 
     def status(self, sid: str) -> str:
-        out = self._ray("job", "status", sid).stdout
-        for state in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING"):
-            if state in out:
-                return state
-        return "UNKNOWN"
+        res = self._ray("job", "status", sid)
+        found = re.search(r"Status for job '[^']+': (\w+)", res.stdout + res.stderr)
+        return found.group(1) if found else "UNKNOWN"
 
     def logs(self, sid: str) -> str:
         return self._ray("job", "logs", sid).stdout
