@@ -235,7 +235,7 @@ class Cluster:
         workers = [n for n, v in state["nodes"].items() if not v["head"]]
         for name in workers + [n for n in state["nodes"] if n not in workers]:
             self.stop_node(name)
-        self.state_file.unlink()
+        self.state_file.unlink(missing_ok=True)
 
     def _node(self, name: str) -> dict:
         state = self.load()

@@ -43,8 +43,12 @@ class Jobs:
         return sid, res
 
     def status(self, sid: str) -> str:
-        res = self._ray("job", "status", sid)
-        found = re.search(r"Status for job '[^']+': (\w+)", res.stdout + res.stderr)
+        """The job's status through the job API's client (the CLI prints it only as prose)."""
+        code = ("import sys; from ray.job_submission import JobSubmissionClient as C; "
+                "print('STATUS', C().get_job_status(sys.argv[1]).value)")
+        res = subprocess.run([sys.executable, "-c", code, sid], capture_output=True, text=True, timeout=120,
+                             cwd=REPO, env=self.env)
+        found = re.search(r"^STATUS (\w+)$", res.stdout, re.M)
         return found.group(1) if found else "UNKNOWN"
 
     def logs(self, sid: str) -> str:
