@@ -29,6 +29,7 @@ A run goes through stages, each reading what the one before wrote under the run 
 Utilities:
   label     read perceived attributes of any images into a label table
   fairness  score a label table
+  audit-reader  audit readers against images whose true attributes are known
   config    show the effective configuration
   run       every stage in order;   demo  the whole pipeline on the demo world (docs/world.md)
 
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print the full result as JSON.")
     p.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the intervals.")
     p.add_argument("-v", "--verbose", action="store_true")
+
+    from dft.cli.audit import add_parser as add_audit_parser
+
+    add_audit_parser(sub)
 
     p = sub.add_parser(
         "demo",
@@ -198,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         from dft.evaluate.fairness import fairness_cli
 
         return fairness_cli(args.labels, as_json=args.json, bootstrap=args.bootstrap)
+
+    if args.command == "audit-reader":
+        from dft.cli.audit import audit_cli
+
+        return audit_cli(args, console)
 
     files = list(args.config)
     if args.command == "demo":
