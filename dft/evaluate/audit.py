@@ -236,11 +236,12 @@ def verdict(blocks: dict[str, dict], compared: str, ordered: bool, tolerance: fl
             "ok": spread <= tolerance + 1e-12,
         })
     failed = [c for c in checks if not c["ok"]]
+    one = {"classes": "class", "groups": "group"}.get(compared, compared)
     if not checks:
         text = f"not judged: fewer than two {compared} with images"
     elif failed:
         text = "; ".join(
-            f"{c['measure']} differs by {c['spread']:.2f} between {compared[:-2] if compared == "classes" else compared[:-1]} {c['worst']} ({c['max' if c['measure'] == 'unreadable' else 'min']:.2f}) "
+            f"{c['measure']} differs by {c['spread']:.2f} between {one} {c['worst']} ({c['max' if c['measure'] == 'unreadable' else 'min']:.2f}) "
             f"and {c['best']} ({c['min' if c['measure'] == 'unreadable' else 'max']:.2f}), more than {tolerance:.2f}"
             + (" (beyond chance)" if c["difference_ci"][0] is not None and c["difference_ci"][0] > 0 else " (within chance at this n)")
             for c in failed
