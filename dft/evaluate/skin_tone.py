@@ -256,7 +256,8 @@ class FaceSkinTone:
             fr = self._read_box(rgb, detector, box, region)
             if fr.reading is not None:
                 return fr
-            first = first or fr
+            if not (detector == "regions" and fr.reason == UNREADABLE_NO_SKIN):  # not a face after all
+                first = first or fr
         return first or FaceReading(None, UNREADABLE_NO_FACE)
 
     def _read_box(self, rgb: np.ndarray, detector: str, box, region) -> FaceReading:
