@@ -82,3 +82,20 @@ def test_skin_tone_reader_on_a_held_out_painted_set(held_out):
                           [ReaderConfig(kind="skin_tone", options={"detectors": ["haar"]})])
     hg = haar["attributes"]["skin_tone"]["by_group"]
     assert groups["darker"]["within_one"]["value"] >= hg["darker"]["within_one"]["value"] + 0.3
+
+
+def test_cli_writes_the_audit_json(tmp_path, capsys):
+    from dft.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["audit-reader", "--help"])
+    assert exc.value.code == 0 and "--tolerance" in capsys.readouterr().out
+    folder = tmp_path / "set"
+    write_set(str(folder), seed=5, per_tone=1, no_face=2, size=128)
+    out = tmp_path / "audit.json"
+    assert main(["audit-reader", str(folder), "--truth", str(folder / "TRUTH.csv"), "--json", str(out)]) == 0
+    st = json.loads(out.read_text())["attributes"]["skin_tone"]
+    assert st["confusion"]["predicted"][-1] == "unreadable"
+    assert [sum(r) for r in st["confusion"]["counts"]] == [1] * 10 + [2]
+    assert st["verdict"]["status"] in ("pass", "fail")
+    assert main(["audit-reader", str(folder), "--truth", str(tmp_path / "missing.csv")]) == 2
