@@ -32,7 +32,7 @@ class FaceRegion:
 
 class FaceRegionFinder:
     def __init__(self, work_side: int = 160, tolerance: float = 4.0, edge: float = 3.0, grid: int = 7,
-                 min_area: float = 0.01, min_cover: float = 0.45, gammas: tuple[float, ...] = (1.0, 0.5), pupil_level: float = 120.0, pupil_ratio: float = 1.0):
+                 min_area: float = 0.01, min_cover: float = 0.45, gammas: tuple[float, ...] = (1.0, 0.5), pupil_level: float = 120.0, pupil_ratio: float = 1.0, max_drop: float = 2.2):
         self.work_side = work_side
         self.tolerance = tolerance
         self.edge = edge
@@ -42,6 +42,7 @@ class FaceRegionFinder:
         self.gammas = tuple(gammas)
         self.pupil_level = pupil_level
         self.pupil_ratio = pupil_ratio
+        self.max_drop = max_drop
 
     def find(self, rgb: np.ndarray) -> FaceRegion | None:
         """The face of the image, tried as it is and then brightened: every image gets the same
@@ -139,7 +140,7 @@ class FaceRegionFinder:
                 sep = r[0] - l[0]
                 if sep < 0.06 * W or abs(r[1] - l[1]) > 0.3 * sep:
                     continue
-                if max(l[2], r[2]) > 4 * min(l[2], r[2]) or max(l[3], r[3]) > 0.8 * sep or max(l[4], r[4]) > 0.6 * sep:
+                if max(l[2], r[2]) > 4 * min(l[2], r[2]) or max(l[3], r[3]) > 1.0 * sep or max(l[4], r[4]) > 0.8 * sep:
                     continue
                 if not (l[5] and r[5]):
                     continue
@@ -149,7 +150,7 @@ class FaceRegionFinder:
                 lines.append((hx, hy, 0.55 * hw))
         best = None
         for mx, my, sep in lines:
-            below = [hl for hl in holes if 0.3 * sep < hl[1] - my < 1.6 * sep and abs(hl[0] - mx) < 0.45 * sep]
+            below = [hl for hl in holes if 0.3 * sep < hl[1] - my < self.max_drop * sep and abs(hl[0] - mx) < 0.45 * sep]
             if not below:
                 continue
             x0, x1 = int(max(0, mx - 1.1 * sep)), int(min(W, mx + 1.1 * sep))
