@@ -117,20 +117,26 @@ class FaceRegionFinder:
         area = int(region.sum())
         if area < self.min_area * H * W:
             return None
-        contours, hier = cv2.findContours(region, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        # Features are what the region surrounds: its holes, and the bays of its outline (an eye or
+        # the glasses touching the hair line open into the outline instead of being a hole), i.e.
+        # the parts of its convex hull that it does not cover.
+        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         if not contours:
             return None
-        # A pupil is near black on every face: an eye hole must hold a pixel much darker than the
-        # skin around it (and dark outright), which the holes of a textured background rarely do.
+        hull = np.zeros_like(region)
+        cv2.fillPoly(hull, [cv2.convexHull(max(contours, key=cv2.contourArea))], 1)
+        inside = (hull > 0) & (region == 0)
+        n, labels, stats, centres = cv2.connectedComponentsWithStats(inside.astype(np.uint8), connectivity=4)
+        # A pupil is near black on every face: an eye must hold a pixel darker than the skin around
+        # it (and dark outright), which the features of a textured background often do not.
         dark = min(self.pupil_level, self.pupil_ratio * float(np.median(gray[region > 0])))
         holes = []
-        for i in range(len(contours)):
-            if hier[0][i][3] >= 0:
-                a = cv2.contourArea(contours[i])
-                if a >= 3.0:
-                    hx, hy, hw, hh = cv2.boundingRect(contours[i])
-                    pupil = bool(gray[hy:hy + hh, hx:hx + hw].min() <= dark)
-                    holes.append((hx + hw / 2, hy + hh / 2, a, hw, hh, pupil))
+        mins = np.full(n, 255, np.int32)
+        np.minimum.at(mins, labels[inside], gray[inside].astype(np.int32))
+        for i in range(1, n):
+            hx, hy, hw, hh, a = (int(v) for v in stats[i])
+            if a >= 3:
+                holes.append((float(centres[i][0]), float(centres[i][1]), float(a), hw, hh, bool(mins[i] <= dark)))
         if len(holes) < 2:
             return None
         holes.sort(key=lambda hl: hl[0])

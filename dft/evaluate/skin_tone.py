@@ -190,6 +190,7 @@ class FaceSkinTone:
         min_face_fraction: float = 0.1,
         detectors: tuple[str, ...] | list[str] = ("regions", "haar"),
         regions: dict | None = None,
+        min_region_skin_fraction: float = 0.3,
     ):
         import cv2
 
@@ -207,6 +208,9 @@ class FaceSkinTone:
         self.min_face = min_face
         self.min_side = min_side
         self.min_skin_fraction = min_skin_fraction
+        # A region is one even colour: it is skin nearly all over or not at all, and a background
+        # that happens to hold eye-like features rarely passes.
+        self.min_region_skin_fraction = min_region_skin_fraction
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.max_blown_fraction = max_blown_fraction
@@ -264,7 +268,7 @@ class FaceSkinTone:
         import cv2
 
         if region is not None:
-            return self._read_pixels(rgb[region], box, {"detector": detector})
+            return self._read_pixels(rgb[region], box, {"detector": detector}, self.min_region_skin_fraction)
         x, y, w, h = box
         # Central region of the box: the cascade's box includes brow-to-chin, with hair and
         # background at its corners.
@@ -277,7 +281,7 @@ class FaceSkinTone:
         patch = cv2.GaussianBlur(crop, (0, 0), 1.0) if min(crop.shape[:2]) >= 5 else crop
         return self._read_pixels(patch.reshape(-1, 3), box, {"detector": detector})
 
-    def _read_pixels(self, px: np.ndarray, box, extra: dict) -> FaceReading:
+    def _read_pixels(self, px: np.ndarray, box, extra: dict, min_skin: float | None = None) -> FaceReading:
         """The reading of a face's pixels ``[N, 3]``: exposure check, skin rule, median colour."""
         if len(px) == 0:
             return FaceReading(None, UNREADABLE_NO_SKIN, box, extra)
@@ -291,7 +295,7 @@ class FaceSkinTone:
             return FaceReading(None, UNREADABLE_OVEREXPOSED, box, extra)
         mask = skin_mask(px)
         extra["skin_fraction"] = float(mask.mean())
-        if mask.sum() < max(8, self.min_skin_fraction * len(px)):
+        if mask.sum() < max(8, (self.min_skin_fraction if min_skin is None else min_skin) * len(px)):
             return FaceReading(None, UNREADABLE_NO_SKIN, box, extra)
         return FaceReading(skin_tone_from_pixels(px[mask]), None, box, extra)
 
