@@ -32,7 +32,8 @@ class FaceRegion:
 
 class FaceRegionFinder:
     def __init__(self, work_side: int = 160, tolerance: float = 4.0, edge: float = 3.0, grid: int = 7,
-                 min_area: float = 0.01, min_cover: float = 0.45, gammas: tuple[float, ...] = (1.0, 0.5), pupil_level: float = 120.0, pupil_ratio: float = 1.0, max_drop: float = 2.2):
+                 min_area: float = 0.01, min_cover: float = 0.45, gammas: tuple[float, ...] = (1.0, 0.5), pupil_level: float = 120.0, pupil_ratio: float = 1.0, max_drop: float = 2.2,
+                 glasses_aspect: float = 1.6):
         self.work_side = work_side
         self.tolerance = tolerance
         self.edge = edge
@@ -43,6 +44,7 @@ class FaceRegionFinder:
         self.pupil_level = pupil_level
         self.pupil_ratio = pupil_ratio
         self.max_drop = max_drop
+        self.glasses_aspect = glasses_aspect
 
     def find(self, rgb: np.ndarray) -> FaceRegion | None:
         """The face of the image, tried as it is and then brightened: every image gets the same
@@ -152,7 +154,7 @@ class FaceRegionFinder:
                     continue
                 lines.append(((l[0] + r[0]) / 2, (l[1] + r[1]) / 2, sep))
         for hx, hy, _, hw, hh, pupil in holes:  # glasses: one wide hole across both eyes
-            if pupil and hw >= 0.12 * W and hw >= 2.0 * hh:
+            if pupil and hw >= 0.12 * W and hw >= self.glasses_aspect * hh:
                 lines.append((hx, hy, 0.55 * hw))
         best = None
         for mx, my, sep in lines:
