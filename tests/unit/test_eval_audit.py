@@ -59,29 +59,30 @@ def test_truth_rows_that_match_no_image_are_an_error():
 
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
-    # Seed 0 is the one the face step was tuned on; this seed was not looked at while tuning.
+    # The face step was tuned on seed 0 only; seed 101 was fixed before it was first run.
     folder = tmp_path_factory.mktemp("painted")
-    write_set(str(folder), seed=101, per_tone=8, no_face=16)
+    write_set(str(folder), seed=101, per_tone=12, no_face=24)
     return str(folder)
 
 
-def test_skin_tone_reader_on_a_held_out_painted_set(held_out):
-    """Measured, not wished: the figures of docs/evaluate.md (held-out seeds: overall within one
-    0.80-0.88, darker 0.61-0.81). The goal of issue 12 (0.90 overall, 0.85 per group, unreadable
-    rates within 0.10) is not met yet; these bounds catch a regression toward the Haar-only reader
-    (within one 0.28 overall, 0.08 on darker faces)."""
+def test_skin_tone_reader_meets_the_goal_on_a_held_out_painted_set(held_out):
+    """Issue 12's goal: within one tone >= 90% overall and >= 85% in every coarse group, unreadable
+    rates within 10 points of each other across groups, images without a face unreadable (here: at
+    most 2 of 24 read); and far above the Haar cascade alone on darker faces."""
     res = A.audit_reader(held_out, held_out + "/TRUTH.csv", [ReaderConfig(kind="skin_tone")])
     st = res["attributes"]["skin_tone"]
     groups = st["by_group"]
-    assert st["within_one"]["value"] >= 0.75, json.dumps(groups)
-    assert min(g["within_one"]["value"] for g in groups.values()) >= 0.5, json.dumps(groups)
-    assert groups["darker"]["within_one"]["value"] >= 0.5
-    assert st["false_reading_rate"]["value"] <= 0.15
+    table = json.dumps({g: (b["within_one"]["value"], b["unreadable"]["value"]) for g, b in groups.items()})
+    assert st["within_one"]["value"] >= 0.90, table
+    assert all(b["within_one"]["value"] >= 0.85 for b in groups.values()), table
+    unread = [b["unreadable"]["value"] for b in groups.values()]
+    assert max(unread) - min(unread) <= 0.10, table
+    assert st["false_reading_rate"]["k"] <= 2
     assert st["confusion"]["true"][-1] == "none"
     haar = A.audit_reader(held_out, held_out + "/TRUTH.csv",
                           [ReaderConfig(kind="skin_tone", options={"detectors": ["haar"]})])
     hg = haar["attributes"]["skin_tone"]["by_group"]
-    assert groups["darker"]["within_one"]["value"] >= hg["darker"]["within_one"]["value"] + 0.3
+    assert groups["darker"]["within_one"]["value"] >= hg["darker"]["within_one"]["value"] + 0.5
 
 
 def test_cli_writes_the_audit_json(tmp_path, capsys):
