@@ -7,11 +7,14 @@ around features that differ from it sharply (two eyes side by side in its upper 
 below them). Nothing in it knows what colour skin is; it compares each pixel with its neighbours
 only, so the darkest and the lightest faces are found the same way.
 
-Steps: the image at a working size, smoothed (median, then edge-keeping bilateral filter) against
+Steps, on the image as it is and then brightened (gamma 0.5; the same two passes for every image):
+the image at a working size, smoothed (median, then edge-keeping bilateral filter) against
 noise; flood fills in CIELAB from a grid of seeds, each pixel joining when it differs from a
-neighbour by at most ``tolerance`` (shading passes, edges stop it); per region, its outline and its
-holes (``cv2.findContours``), then the checks: size, shape (height over width, solidity), a pair of
-eye-like holes (similar size, side by side; or one wide hole: glasses), and a hole below them (nose or mouth). The best region's mask is the
+neighbour by at most ``tolerance`` and never across an edge (shading passes, steps stop it); per
+region, its features: what it surrounds (the parts of its convex hull it does not cover: holes, and
+bays of its outline). Then the checks: a pair of eye-like features (similar size, side by side, each
+holding a pixel darker than the skin; or one wide one: glasses), a feature below them (nose or
+mouth), and the region covering most of the face box they place. The region inside that box is the
 face's skin, to be read by the colour code. Tested on painted portraits of all ten Monk tones
 (tests/painted_faces.py); photographs with textured skin fall back to the cascade (FaceSkinTone).
 """
@@ -31,8 +34,17 @@ class FaceRegion:
 
 
 class FaceRegionFinder:
+    """Settings (``options.regions`` of the skin-tone reader): ``work_side`` the shorter side the image
+    is worked at; ``tolerance`` / ``edge`` the fill's step between neighbours and the gradient that
+    walls it (8-bit CIELAB units); ``grid`` seeds per side; ``min_area`` the least region (share of
+    the image); ``min_cover`` the least share of the face box the region covers; ``gammas`` the
+    passes; ``pupil_level`` / ``pupil_ratio`` how dark an eye's darkest pixel must be (grey level,
+    and times the skin's median); ``max_drop`` how far below the eyes (in eye distances) the nose or
+    mouth may be; ``glasses_aspect`` the least width over height of one feature taken as glasses."""
+
     def __init__(self, work_side: int = 160, tolerance: float = 4.0, edge: float = 3.0, grid: int = 7,
-                 min_area: float = 0.01, min_cover: float = 0.45, gammas: tuple[float, ...] = (1.0, 0.5), pupil_level: float = 120.0, pupil_ratio: float = 1.0, max_drop: float = 2.2,
+                 min_area: float = 0.01, min_cover: float = 0.45, gammas: tuple[float, ...] = (1.0, 0.5),
+                 pupil_level: float = 120.0, pupil_ratio: float = 1.0, max_drop: float = 2.2,
                  glasses_aspect: float = 1.6):
         self.work_side = work_side
         self.tolerance = tolerance
@@ -49,8 +61,6 @@ class FaceRegionFinder:
     def find(self, rgb: np.ndarray) -> FaceRegion | None:
         """The face of the image, tried as it is and then brightened: every image gets the same
         passes, whatever it shows (a dark face's features are small steps until brightened)."""
-        import cv2
-
         found = self.find_all(rgb, limit=1)
         return found[0] if found else None
 
@@ -110,8 +120,8 @@ class FaceRegionFinder:
         """(score, face box) when the region holds a face's features, else None.
 
         The region may have leaked into a background of the same colour, so the face is placed from
-        its features, not from the region's outline: a pair of holes side by side (the eyes; their
-        distance ``sep`` sets the scale), a hole below their middle (nose or mouth), and the region
+        its features, not from the region's outline: a pair of features side by side (the eyes; their
+        distance ``sep`` sets the scale), one below their middle (nose or mouth), and the region
         covering most of the face box around them (skin between and below the eyes)."""
         import cv2
 
@@ -129,8 +139,8 @@ class FaceRegionFinder:
         cv2.fillPoly(hull, [cv2.convexHull(max(contours, key=cv2.contourArea))], 1)
         inside = (hull > 0) & (region == 0)
         n, labels, stats, centres = cv2.connectedComponentsWithStats(inside.astype(np.uint8), connectivity=4)
-        # A pupil is near black on every face: an eye must hold a pixel darker than the skin around
-        # it (and dark outright), which the features of a textured background often do not.
+        # A pupil is dark on every face: an eye must hold a pixel darker than the skin around it (and
+        # below ``pupil_level``), which the features of a smooth textured background often do not.
         dark = min(self.pupil_level, self.pupil_ratio * float(np.median(gray[region > 0])))
         holes = []
         mins = np.full(n, 255, np.int32)
