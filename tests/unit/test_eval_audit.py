@@ -38,6 +38,8 @@ def test_confusion_accuracy_and_verdict():
     unread = next(c for c in v["checks"] if c["measure"] == "unreadable")
     assert unread["worst"] == "darker" and unread["spread"] == pytest.approx(0.4)
     assert "darker" in v["text"]
+    exact = next(c for c in v["checks"] if c["measure"] == "accuracy")
+    assert exact["informational"] and exact["worst"] == "darker" and exact["spread"] == pytest.approx(0.9)
     # the same readings judged with a tolerance above the gap pass
     assert A.audit_attribute("skin_tone", truth, pred, MST, tolerance=0.5)["verdict"]["status"] == "pass"
 
