@@ -29,6 +29,7 @@ A run goes through stages, each reading what the one before wrote under the run 
 Utilities:
   label     read perceived attributes of any images into a label table
   fairness  score a label table
+  audit-reader  audit readers against images whose true attributes are known
   config    show the effective configuration
   status    what a run has done so far: stages, shards, training step, evaluation, last errors
   run       every stage in order;   demo  the whole pipeline on the demo world (docs/world.md)
@@ -109,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", "-s", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                    help="Override one field, e.g. --set evaluate.bootstrap=200 (repeatable).")
     p.add_argument("-v", "--verbose", action="store_true")
+
+    from dft.cli.audit import add_parser as add_audit_parser
+
+    add_audit_parser(sub)
 
     p = sub.add_parser(
         "status",
@@ -285,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "fairness":
         return fairness_command(args)
+
+    if args.command == "audit-reader":
+        from dft.cli.audit import audit_cli
+
+        return audit_cli(args, console)
 
     files = list(args.config)
     if args.command == "demo":

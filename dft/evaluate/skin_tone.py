@@ -147,7 +147,10 @@ def skin_mask(rgb: np.ndarray) -> np.ndarray:
     L, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     chroma = np.hypot(a, b)
     hue = np.degrees(np.arctan2(b, a))
-    return (L > 8.0) & (L < 99.0) & (chroma >= 2.5) & (chroma <= 60.0) & (hue >= 10.0) & (hue <= 100.0)
+    # The least chroma asked for shrinks with lightness: the darkest swatch in dim light keeps its
+    # warm hue but has little chroma left (MST 10 at 0.8x exposure is about C* 2.5 at L* 13).
+    least = np.minimum(2.5, 0.15 * L)
+    return (L > 8.0) & (L < 99.0) & (chroma >= least) & (chroma <= 60.0) & (hue >= 10.0) & (hue <= 100.0)
 
 
 @dataclass
@@ -185,9 +188,19 @@ class FaceSkinTone:
         min_neighbors: int = 4,
         max_blown_fraction: float = 0.4,
         min_face_fraction: float = 0.1,
+        detectors: tuple[str, ...] | list[str] = ("regions", "haar"),
+        regions: dict | None = None,
+        min_region_skin_fraction: float = 0.3,
     ):
         import cv2
 
+        from dft.evaluate.face_regions import FaceRegionFinder
+
+        unknown = set(detectors) - {"regions", "haar"}
+        if unknown or not detectors:
+            raise ValueError(f"skin_tone detectors: each one of 'regions', 'haar'; got {list(detectors)}")
+        self.detectors = tuple(detectors)
+        self.regions = FaceRegionFinder(**(regions or {}))
         path = cascade if "/" in cascade else cv2.data.haarcascades + cascade
         self.detector = cv2.CascadeClassifier(path)
         if self.detector.empty():
@@ -195,6 +208,9 @@ class FaceSkinTone:
         self.min_face = min_face
         self.min_side = min_side
         self.min_skin_fraction = min_skin_fraction
+        # A region is one even colour: it is skin nearly all over or not at all, and a background
+        # that happens to hold eye-like features rarely passes.
+        self.min_region_skin_fraction = min_region_skin_fraction
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.max_blown_fraction = max_blown_fraction
@@ -221,13 +237,38 @@ class FaceSkinTone:
         x, y, fw, fh = max(faces, key=lambda f: int(f[2]) * int(f[3]))
         return (int(x / scale), int(y / scale), max(1, int(fw / scale)), max(1, int(fh / scale)))
 
+    def find(self, rgb: np.ndarray) -> list[tuple[str, tuple[int, int, int, int], np.ndarray | None]]:
+        """Candidate faces, (detector, face box, skin-region mask or None), in the detectors' order."""
+        out = []
+        for name in self.detectors:
+            if name == "regions":
+                out.extend((name, f.box, f.mask) for f in self.regions.find_all(rgb))
+            else:
+                box = self.detect(rgb)
+                if box is not None:
+                    out.append((name, box, None))
+        return out
+
     def read_array(self, rgb: np.ndarray) -> FaceReading:
         import cv2
 
         rgb = np.ascontiguousarray(rgb[..., :3]).astype(np.uint8, copy=False)
-        box = self.detect(rgb)
-        if box is None:
-            return FaceReading(None, UNREADABLE_NO_FACE)
+        first = None
+        # The first candidate whose pixels can be read wins; the colour rule (which admits every Monk
+        # swatch alike) is what rejects a "face" found in a background.
+        for detector, box, region in self.find(rgb):
+            fr = self._read_box(rgb, detector, box, region)
+            if fr.reading is not None:
+                return fr
+            if not (detector == "regions" and fr.reason == UNREADABLE_NO_SKIN):  # not a face after all
+                first = first or fr
+        return first or FaceReading(None, UNREADABLE_NO_FACE)
+
+    def _read_box(self, rgb: np.ndarray, detector: str, box, region) -> FaceReading:
+        import cv2
+
+        if region is not None:
+            return self._read_pixels(rgb[region], box, {"detector": detector}, self.min_region_skin_fraction)
         x, y, w, h = box
         # Central region of the box: the cascade's box includes brow-to-chin, with hair and
         # background at its corners.
@@ -236,18 +277,27 @@ class FaceSkinTone:
         crop = rgb[y0:y1, x0:x1]
         if crop.size == 0:
             return FaceReading(None, UNREADABLE_NO_SKIN, box)
-        # Clipped highlights carry no colour: a face mostly blown out to white cannot be read, and
-        # what is left of it (shadows, nostrils) would read several tones too dark.
-        blown = float((crop.max(axis=-1) >= 250).mean())
-        if blown >= self.max_blown_fraction:
-            return FaceReading(None, UNREADABLE_OVEREXPOSED, box, {"blown_fraction": blown})
         # A light blur first: sensor noise would otherwise push single pixels out of the skin rule.
-        patch = cv2.GaussianBlur(crop, (0, 0), 1.0).reshape(-1, 3) if min(crop.shape[:2]) >= 5 else crop.reshape(-1, 3)
-        mask = skin_mask(patch)
-        extra = {"skin_fraction": float(mask.mean()), "blown_fraction": blown}
-        if mask.sum() < max(8, self.min_skin_fraction * len(patch)):
+        patch = cv2.GaussianBlur(crop, (0, 0), 1.0) if min(crop.shape[:2]) >= 5 else crop
+        return self._read_pixels(patch.reshape(-1, 3), box, {"detector": detector})
+
+    def _read_pixels(self, px: np.ndarray, box, extra: dict, min_skin: float | None = None) -> FaceReading:
+        """The reading of a face's pixels ``[N, 3]``: exposure check, skin rule, median colour."""
+        if len(px) == 0:
             return FaceReading(None, UNREADABLE_NO_SKIN, box, extra)
-        return FaceReading(skin_tone_from_pixels(patch[mask]), None, box, extra)
+        # Clipped highlights carry no colour: a face mostly blown out to white cannot be read, and
+        # what is left of it (shadows, nostrils) would read several tones too dark. A pixel is blown
+        # only when all three channels clip: a bright light face whose red channel clips still has
+        # its colour in green and blue, and is read.
+        blown = float((px.min(axis=-1) >= 250).mean())
+        extra = {**extra, "blown_fraction": blown}
+        if blown >= self.max_blown_fraction:
+            return FaceReading(None, UNREADABLE_OVEREXPOSED, box, extra)
+        mask = skin_mask(px)
+        extra["skin_fraction"] = float(mask.mean())
+        if mask.sum() < max(8, (self.min_skin_fraction if min_skin is None else min_skin) * len(px)):
+            return FaceReading(None, UNREADABLE_NO_SKIN, box, extra)
+        return FaceReading(skin_tone_from_pixels(px[mask]), None, box, extra)
 
     def read_bytes(self, data: bytes) -> FaceReading:
         try:

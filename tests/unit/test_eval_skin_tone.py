@@ -108,3 +108,30 @@ def test_bytes_and_broken_bytes(reader):
     Image.fromarray(paint_face(S.MST_RGB[7])).save(buf, format="PNG")
     assert abs(reader.read_bytes(buf.getvalue()).reading.mst - 8) <= 1
     assert reader.read_bytes(b"not an image").reason == S.UNREADABLE_DECODE
+
+
+def test_region_finder_sees_every_tone_and_no_face_in_a_flat_field():
+    from painted_faces import paint_portrait
+
+    from dft.evaluate.face_regions import FaceRegionFinder
+
+    finder = FaceRegionFinder()
+    found = 0
+    for tone in (1, 5, 8, 10):
+        for seed in range(3):
+            img, _ = paint_portrait(tone, np.random.default_rng(1000 + 10 * tone + seed))
+            found += finder.find(img) is not None
+    assert found >= 10  # of 12; the painted set's audit is in test_eval_audit.py
+    for tone in (1, 5, 10):
+        assert finder.find(np.full((160, 160, 3), S.MST_RGB[tone - 1], np.uint8)) is None
+
+
+def test_bright_light_face_is_read_not_called_overexposed(reader):
+    """Red clips (MST 1 at 1.15x light) but green and blue keep the colour: read, as a light tone."""
+    fr = reader.read_array(paint_face(S.MST_RGB[0], lighting=1.15))
+    assert fr.reading is not None and fr.reading.mst <= 3, (fr.reason, fr.extra)
+
+
+def test_unknown_detector_is_an_error():
+    with pytest.raises(ValueError, match="detectors"):
+        S.FaceSkinTone(detectors=["yolo"])
