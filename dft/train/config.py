@@ -60,7 +60,7 @@ class TrainConfig(Section):
         description="SD3/FLUX: T5 tokens per caption (None: 256 for SD3, 512 for FLUX, capped at the tokenizer's "
         "model_max_length). Match generate.max_sequence_length.",
     )
-    latent_actors: int = Field(1, ge=1, description="Actors encoding latents (precompute_latents); one GPU each on GPU.")
+    latent_actors: int = Field(1, ge=1, description="Actors encoding latents and caption embeddings (precompute_*); one GPU each on GPU.")
     materialize: Literal["auto", "always", "never"] = Field(
         "auto", description="Keep the decoded set in Ray's object store ('auto': when the shards total <= 512 MiB)."
     )
