@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/generate.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/evaluate.py
+	$(BIN)/python benchmarks/gpu_suite.py --smoke
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

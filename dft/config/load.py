@@ -23,7 +23,9 @@ def _format_validation(err: ValidationError, origin: str) -> str:
     lines = [f"invalid configuration ({origin}):"]
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
+        if not e["loc"]:  # a check across sections: its message names the fields and values itself
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
+        elif e["type"] == "extra_forbidden":
             lines.append(f"  {field}: unknown key (not a field of this section); value {e['input']!r}")
         else:
             lines.append(f"  {field}: {e['msg']}; got {e.get('input')!r}")

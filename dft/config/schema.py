@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from dft.config.base import Section
 from dft.evaluate.config import CurateConfig, EvaluateConfig, ReportConfig
@@ -60,6 +60,19 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _family_options(self):
+        """Settings that do not fit the model's family fail here, before any work, when the family is
+        knowable without a download (a built-in name or a local folder); stages check the others."""
+        from dft.models.families import family_hint
+
+        family = family_hint(self.model.source)
+        if family is not None:
+            problems = self.generate.family_problems(family) + self.train.family_problems(family)
+            if problems:
+                raise ValueError(f"model.source {self.model.source!r} is a {family.name} model: " + "; ".join(problems))
+        return self
 
     def section_hash(self, *names: str) -> str:
         """A stable hash of the named sections: what a stage's marker records to detect changes."""

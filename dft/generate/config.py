@@ -13,8 +13,22 @@ class GenerateConfig(Section):
     scheduler: Literal["default", "ddim", "dpm", "euler", "euler_a", "pndm", "lms"] = Field(
         "default", description="Sampler; 'default' keeps the pipeline's own."
     )
+    flow_shift: float | None = Field(
+        None, gt=0.0, le=100.0,
+        description="Flow-matching families (SD3, FLUX): the sigma shift of FlowMatchEulerDiscreteScheduler "
+        "(SD3 ships 3.0; FLUX shifts by image size unless this is set). None keeps the model's.",
+    )
+    max_sequence_length: int | None = Field(
+        None, ge=1, le=512,
+        description="Flow-matching families: T5 tokens per prompt. None: the pipeline's default (SD3 256, FLUX 512), "
+        "capped at the T5 tokenizer's model_max_length.",
+    )
     steps: int = Field(20, ge=1, le=1000, description="Denoising steps.")
-    guidance_scale: float = Field(7.5, ge=0.0, le=50.0, description="Classifier-free guidance scale.")
+    guidance_scale: float = Field(
+        7.5, ge=0.0, le=50.0,
+        description="Classifier-free guidance scale; for FLUX (guidance-distilled) the guidance value it embeds "
+        "(FLUX.1-dev's default is 3.5).",
+    )
     height: int | None = Field(None, ge=8, multiple_of=8, description="Image height (default: model's).")
     width: int | None = Field(None, ge=8, multiple_of=8, description="Image width (default: model's).")
     negative_prompt: str | None = Field(None, description="Negative prompt for every image.")
@@ -52,3 +66,18 @@ class GenerateConfig(Section):
         if not self.formats:
             raise ValueError("generate.formats must name at least one of webdataset, parquet")
         return self
+
+    def family_problems(self, family) -> list[str]:
+        """Settings that do not apply to a model family (dft.models.families.Family), each naming the field."""
+        problems = []
+        if family.flow_matching and self.scheduler != "default":
+            problems.append(
+                f"generate.scheduler: {self.scheduler!r} is a DDPM-family sampler; {family.name} is a flow-matching "
+                "model: use 'default' (FlowMatchEulerDiscreteScheduler) and generate.flow_shift"
+            )
+        if not family.flow_matching:
+            for name in ("flow_shift", "max_sequence_length"):
+                if getattr(self, name) is not None:
+                    problems.append(f"generate.{name}: applies to flow-matching families (sd3, flux), "
+                                    f"not {family.name}; got {getattr(self, name)}")
+        return problems

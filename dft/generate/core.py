@@ -1,6 +1,6 @@
 """The generation core: prompt rows in, encoded images plus metadata out. No Ray here.
 
-``ImageGenerator`` loads one diffusers text-to-image pipeline (SD 1.x/2.x or SDXL) once and is then
+``ImageGenerator`` loads one diffusers text-to-image pipeline (SD 1.x/2.x, SDXL, SD3/SD3.5 or FLUX.1) once and is then
 called with batches of prompt rows (``PROMPT_SCHEMA`` columns as numpy arrays, the shape Ray Data's
 ``map_batches`` hands over). It returns the same rows as ``SAMPLE_SCHEMA`` columns plus one extra
 column, ``error``: ``None`` for a good image, else the message of the last failed attempt (and an
@@ -47,7 +47,7 @@ def settings_dict(cfg: GenerateConfig) -> dict[str, Any]:
 
     Uses the configured values (``dtype: auto``), not what a machine resolves them to: the driver that
     plans the job may have no GPU while its workers do, and both must agree on every key."""
-    return {
+    out = {
         "scheduler": cfg.scheduler,
         "steps": cfg.steps,
         "guidance_scale": cfg.guidance_scale,
@@ -58,6 +58,11 @@ def settings_dict(cfg: GenerateConfig) -> dict[str, Any]:
         "image_format": cfg.image_format,
         "quality": cfg.quality if cfg.image_format != "png" else None,
     }
+    # Flow-matching settings only when set, so the keys of existing runs do not change.
+    for name in ("flow_shift", "max_sequence_length"):
+        if getattr(cfg, name) is not None:
+            out[name] = getattr(cfg, name)
+    return out
 
 
 def settings_hash(cfg: GenerateConfig) -> str:
@@ -131,7 +136,8 @@ class ImageGenerator:
     ):
         import torch
 
-        from dft.models.sources import load_pipeline
+        from dft.models.families import FamilyMismatch, family_of_folder
+        from dft.models.sources import load_pipeline, resolve_model_source
 
         self.cfg = cfg
         self.model = model_source
@@ -140,24 +146,52 @@ class ImageGenerator:
         self._fail_seeds = {int(s) for s in inject_row_failures}
         _quiet_progress_bars()
         t0 = time.perf_counter()
+        self.family = family_of_folder(resolve_model_source(model_source, cache_dir=cache_dir))
+        problems = cfg.family_problems(self.family)
+        if problems:
+            raise FamilyMismatch(f"model {model_source!r} is {self.family.name}: " + "; ".join(problems))
         self.pipe = load_pipeline(model_source, dtype=self.dtype, device=self.device, cache_dir=cache_dir)
         self._set_scheduler(cfg.scheduler)
         self.attention = self._use_fastest_attention()
+        name = self.family.denoiser
         if cfg.compile:
-            self.pipe.unet = torch.compile(self.pipe.unet, mode="reduce-overhead" if self.device == "cuda" else "default")
-        scale = getattr(self.pipe, "vae_scale_factor", 8)
-        size = self.pipe.unet.config.sample_size
-        size = size if isinstance(size, int) else size[0]
-        self.height = cfg.height or size * scale
-        self.width = cfg.width or size * scale
-        self.is_sdxl = hasattr(self.pipe, "text_encoder_2")
+            setattr(self.pipe, name, torch.compile(getattr(self.pipe, name),
+                                                   mode="reduce-overhead" if self.device == "cuda" else "default"))
+        self.height, self.width = cfg.height or self.default_size(), cfg.width or self.default_size()
+        self.call_kwargs = self._family_kwargs()
+        self.is_sdxl = self.family.name == "sdxl"
         log.info(
             "loaded %s (%s) on %s/%s in %.1fs: %dx%d, %d steps, attention %s",
             model_source, type(self.pipe).__name__, self.device, str(self.dtype).replace("torch.", ""),
             time.perf_counter() - t0, self.width, self.height, cfg.steps, self.attention,
         )
 
+    def default_size(self) -> int:
+        """The model's native resolution: the denoiser's latent sample size x the VAE's downsampling
+        (FLUX's transformer has no sample size: its VAE's)."""
+        scale = getattr(self.pipe, "vae_scale_factor", 8)
+        denoiser = getattr(self.pipe, self.family.denoiser)
+        size = getattr(denoiser.config, "sample_size", None)
+        if size is None:
+            return int(self.pipe.vae.config.sample_size)
+        return (size if isinstance(size, int) else size[0]) * scale
+
+    def _family_kwargs(self) -> dict:
+        """Pipeline arguments only some families take: T5 tokens per prompt for SD3 and FLUX."""
+        if self.family.t5_index is None:
+            return {}
+        tok = getattr(self.pipe, self.family.tokenizers[self.family.t5_index])
+        length = self.cfg.max_sequence_length or min(self.family.default_max_sequence_length, tok.model_max_length)
+        return {"max_sequence_length": int(length)}
+
     def _set_scheduler(self, name: str) -> None:
+        if self.family.flow_matching:
+            if self.cfg.flow_shift is not None:
+                # A fixed shift replaces FLUX's resolution-dependent one (use_dynamic_shifting).
+                cls = type(self.pipe.scheduler)
+                self.pipe.scheduler = cls.from_config(self.pipe.scheduler.config, shift=self.cfg.flow_shift,
+                                                      use_dynamic_shifting=False)
+            return
         if name == "default":
             return
         import diffusers
@@ -169,6 +203,9 @@ class ImageGenerator:
         """diffusers picks SDPA (``AttnProcessor2_0``) on torch 2 by default; make sure, and say which."""
         import torch.nn.functional as F
 
+        if self.family.denoiser != "unet":
+            # SD3's and FLUX's transformers come with their own SDPA joint-attention processors.
+            return ",".join(sorted({type(p).__name__ for p in self.pipe.transformer.attn_processors.values()}))
         unet = self.pipe.unet
         kinds = {type(p).__name__ for p in unet.attn_processors.values()}
         if hasattr(F, "scaled_dot_product_attention") and kinds != {"AttnProcessor2_0"}:
@@ -204,6 +241,7 @@ class ImageGenerator:
                 width=self.width,
                 generator=self._generators(seeds),
                 output_type="np",
+                **self.call_kwargs,
             )
         images = np.asarray(out.images)
         if not np.isfinite(images).all():

@@ -1,7 +1,7 @@
 """Resolve a model source string to a local folder, and load a diffusers pipeline from it.
 
 A source is one of:
-- a built-in name (``tiny-sd``, ``tiny-sdxl``, and those registered by other modules, e.g. ``tiny-clip``):
+- a built-in name (``tiny-sd``, ``tiny-sdxl``, ``tiny-sd3``, ``tiny-flux``, and those registered by other modules, e.g. ``tiny-clip``):
   built from config with a fixed seed, saved with ``save_pretrained`` into the cache once, then
   loaded with ``from_pretrained`` like any other folder;
 - a local folder or ``file://`` URI;
@@ -60,6 +60,8 @@ def _register_defaults() -> None:
         for variant in ("tiny", "small"):
             name = f"tiny-{kind}" if variant == "tiny" else f"small-{kind}"
             _BUILTINS[name] = (_describe_tiny(kind, variant), _build_tiny(kind, variant))
+    for kind in ("sd3", "flux"):
+        _BUILTINS[f"tiny-{kind}"] = (_describe_tiny_flow(kind, "tiny"), _build_tiny_flow(kind, "tiny"))
     # Other packages register their built-ins: tiny-clip and tiny-vqa (readers), world-base (the demo world).
     import dft.evaluate.tiny_models  # noqa: F401
     import dft.world  # noqa: F401
@@ -88,6 +90,36 @@ def _build_tiny(kind: str, variant: str) -> BuiltinBuilder:
         pipe = build_tiny_pipeline(kind, variant, tok)
         pipe.save_pretrained(str(folder), safe_serialization=True)
         shutil.rmtree(tok)
+
+    return build
+
+
+def _describe_tiny_flow(kind: str, variant: str):
+    def describe() -> dict:
+        from importlib.metadata import version
+
+        from dft.models.tiny import vocabulary_texts
+        from dft.models.tiny_flow import FLOW_SPECS
+
+        words = hashlib.sha256("\n".join(vocabulary_texts()).encode()).hexdigest()[:12]
+        return {"kind": kind, "spec": FLOW_SPECS[variant].as_dict(), "words": words, "tokenizer": 2, "t5_tokenizer": 1,
+                "diffusers": version("diffusers"), "transformers": version("transformers")}
+
+    return describe
+
+
+def _build_tiny_flow(kind: str, variant: str) -> BuiltinBuilder:
+    def build(folder: Path) -> None:
+        from dft.models.tiny import vocabulary_texts
+        from dft.models.tiny_flow import FLOW_SPECS, build_tiny_flow_pipeline
+        from dft.models.tokenizer import write_t5_tokenizer, write_tokenizer
+
+        clip = write_tokenizer(folder / "_tokenizer_src", vocabulary_texts())
+        t5 = write_t5_tokenizer(folder / "_t5_tokenizer_src", vocabulary_texts(), FLOW_SPECS[variant].t5_max_length)
+        pipe = build_tiny_flow_pipeline(kind, variant, clip, t5)
+        pipe.save_pretrained(str(folder), safe_serialization=True)
+        shutil.rmtree(clip)
+        shutil.rmtree(t5)
 
     return build
 

@@ -119,3 +119,31 @@ def write_tokenizer(folder: str | Path, texts: Iterable[str], max_length: int = 
         )
     )
     return folder
+
+
+T5_PAD, T5_EOS, T5_UNK, T5_SPACE = "<pad>", "</s>", "<unk>", "\u2581"
+
+
+def write_t5_tokenizer(folder: str | Path, texts: Iterable[str], max_length: int = 32) -> Path:
+    """A tiny T5 (SentencePiece-unigram) tokenizer, saved with ``save_pretrained``.
+
+    transformers 5's ``T5Tokenizer`` is the ``tokenizers``-backed unigram model; built from a vocabulary
+    of scored pieces it needs no ``spiece.model`` and no download. Each word of ``texts`` (as written and
+    lower-cased) is one piece, so words outrank any spelling out; single characters stay as a fallback."""
+    from transformers import T5Tokenizer
+
+    words: set[str] = set()
+    for text in texts:
+        for word in re.findall(r"[A-Za-z]+", text):
+            words.update((word, word.lower()))
+    pieces: dict[str, float] = {T5_SPACE: -2.0}
+    for w in sorted(words):
+        pieces[T5_SPACE + w] = -1.0
+    for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789":
+        pieces.setdefault(c, -10.0)
+        pieces.setdefault(T5_SPACE + c, -10.0)
+    vocab = [(T5_PAD, 0.0), (T5_EOS, 0.0), (T5_UNK, 0.0)] + sorted(pieces.items())
+    tok = T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_length)
+    folder = Path(folder)
+    tok.save_pretrained(str(folder))
+    return folder

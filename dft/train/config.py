@@ -19,6 +19,22 @@ class LoraConfig(Section):
     merge_on_export: bool = Field(True, description="Merge adapters into the exported UNet.")
 
 
+class FlowConfig(Section):
+    """The rectified-flow objective of SD3 and FLUX (diffusers' train_dreambooth_*_sd3/flux recipes)."""
+
+    weighting_scheme: Literal["logit_normal", "mode", "none", "sigma_sqrt", "cosmap"] = Field(
+        "logit_normal",
+        description="diffusers' --weighting_scheme: logit_normal/mode shape the timestep density (loss weight 1); "
+        "sigma_sqrt/cosmap weight the loss (timesteps uniform); none: uniform and unweighted.",
+    )
+    logit_mean: float = Field(0.0, description="Mean of the logit-normal timestep density.")
+    logit_std: float = Field(1.0, gt=0, description="Std of the logit-normal timestep density.")
+    mode_scale: float = Field(1.29, description="Scale of the 'mode' timestep density.")
+    guidance_scale: float = Field(
+        3.5, ge=0.0, le=50.0, description="FLUX: the guidance value fed to its guidance embedding while training."
+    )
+
+
 class TrainConfig(Section):
     data_format: Literal["webdataset", "parquet"] = Field("parquet", description="Which shards to read.")
     data_uri: str | None = Field(None, description="Shards to train on (default: the run's synthetic/ or curated/).")
@@ -34,7 +50,17 @@ class TrainConfig(Section):
         "model classifier-free guidance needs (diffusers' --proportion_empty_prompts).",
     )
     precompute_latents: bool = Field(False, description="Encode VAE latents in a Ray Data actor pool first.")
-    latent_actors: int = Field(1, ge=1, description="Actors encoding latents (precompute_latents); one GPU each on GPU.")
+    precompute_text_embeddings: bool = Field(
+        False,
+        description="Encode captions with the frozen text encoders in a Ray Data actor pool first (the trainers then "
+        "hold no text encoder: T5-XXL is 4.7B parameters). Needs frozen text encoders.",
+    )
+    max_sequence_length: int | None = Field(
+        None, ge=1, le=512,
+        description="SD3/FLUX: T5 tokens per caption (None: 256 for SD3, 512 for FLUX, capped at the tokenizer's "
+        "model_max_length). Match generate.max_sequence_length.",
+    )
+    latent_actors: int = Field(1, ge=1, description="Actors encoding latents and caption embeddings (precompute_*); one GPU each on GPU.")
     materialize: Literal["auto", "always", "never"] = Field(
         "auto", description="Keep the decoded set in Ray's object store ('auto': when the shards total <= 512 MiB)."
     )
@@ -44,13 +70,16 @@ class TrainConfig(Section):
         description="Fixed block order in Ray Data (preserve_order, for the preprocessing and the ingest): with the "
         "same seed and data a run repeats exactly; may slow a streaming ingest.",
     )
-    trainable: Literal["unet", "lora"] = Field("unet", description="Full UNet or LoRA adapters.")
+    trainable: Literal["unet", "full", "lora"] = Field(
+        "unet", description="Every weight of the denoiser (UNet or transformer: 'unet' and 'full' are the same), or LoRA adapters."
+    )
+    flow: FlowConfig = Field(default_factory=FlowConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train_text_encoder: bool = Field(False, description="Also train the full text encoder (LoRA: see lora.text_encoder).")
     prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", description="'auto' follows the scheduler config."
     )
-    snr_gamma: float | None = Field(None, gt=0, description="Min-SNR-gamma weighting (e.g. 5.0).")
+    snr_gamma: float | None = Field(None, gt=0, description="Min-SNR-gamma weighting (e.g. 5.0); UNet families only.")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA decay of trained weights.")
     gradient_checkpointing: bool = Field(False)
     learning_rate: float = Field(1e-4, gt=0)
@@ -91,4 +120,32 @@ class TrainConfig(Section):
             raise ValueError("train.precision fp16 needs a GPU; got use_gpu=False")
         if self.ema_decay is not None and self.zero_stage == 3:
             raise ValueError("train.ema_decay needs train.zero_stage <= 2 (ZeRO-3 partitions the weights EMA averages)")
+        if self.precompute_text_embeddings and self.trains_text_encoder:
+            raise ValueError(
+                "train.precompute_text_embeddings needs frozen text encoders; got train_text_encoder="
+                f"{self.train_text_encoder}, lora.text_encoder={self.lora.text_encoder} (trainable={self.trainable!r})"
+            )
         return self
+
+    @property
+    def trains_text_encoder(self) -> bool:
+        return self.train_text_encoder or (self.trainable == "lora" and self.lora.text_encoder)
+
+    def family_problems(self, family) -> list[str]:
+        """Settings that do not apply to a model family (dft.models.families.Family), each naming the field."""
+        problems = []
+        if family.flow_matching:
+            if self.snr_gamma is not None:
+                problems.append(f"train.snr_gamma: min-SNR weighting is for DDPM (UNet) families, not the flow matching "
+                                f"of {family.name}; use train.flow.weighting_scheme; got {self.snr_gamma}")
+            if self.prediction_type != "auto":
+                problems.append(f"train.prediction_type: {family.name} regresses the flow velocity (noise - x0); "
+                                f"leave it 'auto'; got {self.prediction_type!r}")
+        elif self.max_sequence_length is not None:
+            problems.append(f"train.max_sequence_length: applies to the T5 encoder of sd3/flux, not {family.name}; "
+                            f"got {self.max_sequence_length}")
+        if family.name != "sd" and self.trains_text_encoder:
+            problems.append(f"train.train_text_encoder / train.lora.text_encoder: text-encoder training is supported for "
+                            f"sd only (diffusers' {family.name} recipes train the denoiser); got "
+                            f"train_text_encoder={self.train_text_encoder}, lora.text_encoder={self.lora.text_encoder}")
+        return problems

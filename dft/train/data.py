@@ -2,8 +2,11 @@
 
 Columns handed to the trainers: ``pixels`` (uint8, 3xRxR) or ``latent_params`` (float32, 2Cxhxw: the
 VAE posterior's mean and log-variance), plus ``prompt_ids`` and ``neutral_ids`` (int64, tokenised
-full prompt and neutral template). The caption policy is applied per step in the worker
-(``step.choose_captions``), so attribute dropout draws anew every epoch."""
+full prompt and neutral template; ``prompt_ids_2``/``_3`` for the families' other tokenizers), or,
+with ``precompute_text_embeddings``, ``prompt_embeds``/``neutral_embeds`` and ``prompt_pooled``/
+``neutral_pooled`` from the frozen text encoders. SDXL rows also carry ``original_size`` and
+``crop_top_left`` (its added time ids). The caption policy is applied per step in the worker
+(``step.prepare_batch``), so attribute dropout draws anew every epoch."""
 
 from __future__ import annotations
 
@@ -159,32 +162,52 @@ def tokenize(tokenizer, texts: list[str]) -> np.ndarray:
     return out["input_ids"].astype(np.int64)
 
 
-def decode_image(data: bytes, resolution: int) -> np.ndarray:
-    """Encoded image -> RGB, shorter side resized to ``resolution``, centre-cropped; uint8 CHW."""
+def decode_image_with_geometry(data: bytes, resolution: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+    """Encoded image -> (RGB uint8 CHW, shorter side resized to ``resolution`` and centre-cropped;
+    original size (h, w); crop top-left (y, x) in the resized image): SDXL's micro-conditioning."""
     from PIL import Image
 
     img = Image.open(io.BytesIO(data)).convert("RGB")
     w, h = img.size
     scale = resolution / min(w, h)
+    top = left = 0
     if (w, h) != (resolution, resolution):
         nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
         img = img.resize((nw, nh), Image.BICUBIC)
         left, top = (nw - resolution) // 2, (nh - resolution) // 2
         img = img.crop((left, top, left + resolution, top + resolution))
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy(), (h, w), (top, left)
 
 
-def preprocess_batch(batch: dict, resolution: int, source: str, cache_dir: str | None) -> dict:
-    tok = tokenizer_for(source, cache_dir)
-    return {
-        "pixels": np.stack([decode_image(b, resolution) for b in batch["image"]]),
-        "prompt_ids": tokenize(tok, batch["prompt"]),
-        "neutral_ids": tokenize(tok, batch["neutral_prompt"]),
-    }
+def decode_image(data: bytes, resolution: int) -> np.ndarray:
+    """Encoded image -> RGB, shorter side resized to ``resolution``, centre-cropped; uint8 CHW."""
+    return decode_image_with_geometry(data, resolution)[0]
+
+
+def caption_columns(prefix: str, ids: dict) -> dict:
+    """{"ids": a, "ids_2": b} -> {"prompt_ids": a, "prompt_ids_2": b} (the trainers' column names)."""
+    return {f"{prefix}_{k}": v for k, v in ids.items()}
+
+
+def preprocess_batch(batch: dict, resolution: int, source: str, cache_dir: str | None,
+                     max_sequence_length: int | None = None) -> dict:
+    from dft.models.sources import resolve_model_source
+    from dft.train.text import caption_tokenizers, tokenize_captions
+
+    family, toks = caption_tokenizers(resolve_model_source(source, cache_dir=cache_dir))
+    decoded = [decode_image_with_geometry(b, resolution) for b in batch["image"]]
+    out = {"pixels": np.stack([d[0] for d in decoded])}
+    out.update(caption_columns("prompt", tokenize_captions(family, toks, list(batch["prompt"]), max_sequence_length)))
+    out.update(caption_columns("neutral", tokenize_captions(family, toks, list(batch["neutral_prompt"]),
+                                                             max_sequence_length)))
+    if family.name == "sdxl":
+        out["original_size"] = np.array([d[1] for d in decoded], dtype=np.int64)
+        out["crop_top_left"] = np.array([d[2] for d in decoded], dtype=np.int64)
+    return out
 
 
 class LatentEncoder:
-    """A Ray Data actor: pixels -> the VAE posterior's parameters (mean, log-variance).
+    """Pixels -> the VAE posterior's parameters (mean, log-variance).
 
     Keeping the parameters (not one sample) lets the trainers draw a fresh latent every epoch,
     as if they ran the VAE themselves."""
@@ -205,7 +228,56 @@ class LatentEncoder:
         with torch.no_grad():
             px = torch.from_numpy(np.asarray(batch["pixels"])).to(self.device).float() / 127.5 - 1.0
             params = self.vae.encode(px).latent_dist.parameters.float().cpu().numpy()
-        return {"latent_params": params, "prompt_ids": batch["prompt_ids"], "neutral_ids": batch["neutral_ids"]}
+        return {"latent_params": params, **{k: v for k, v in batch.items() if k != "pixels"}}
+
+
+class TextEmbedder:
+    """Token ids -> the frozen text encoders' embeddings (``train.precompute_text_embeddings``).
+
+    The trainers then hold no text encoder at all (T5-XXL alone is 4.7B parameters, 9.5 GB in bf16):
+    ``prompt_ids*``/``neutral_ids*`` become ``prompt_embeds``/``prompt_pooled`` and the neutral ones."""
+
+    def __init__(self, source: str, cache_dir: str | None, device: str = "cpu"):
+        import torch
+
+        from dft.models.sources import resolve_model_source
+        from dft.train.text import caption_tokenizers, load_text_encoders
+
+        folder = resolve_model_source(source, cache_dir=cache_dir)
+        self.family, _ = caption_tokenizers(folder)
+        self.device = device
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        self.encoders = [e.to(device).eval() for e in load_text_encoders(folder, self.family, dtype=dtype)]
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        from dft.train.text import encode_captions, id_columns
+
+        out = {k: v for k, v in batch.items() if not k.startswith(("prompt_ids", "neutral_ids"))}
+        for prefix in ("prompt", "neutral"):
+            ids = {c: torch.from_numpy(np.asarray(batch[f"{prefix}_{c}"])).to(self.device) for c in id_columns(self.family)}
+            with torch.no_grad():
+                embeds, pooled = encode_captions(self.family, self.encoders, ids)
+            out[f"{prefix}_embeds"] = embeds.float().cpu().numpy()
+            if pooled is not None:
+                out[f"{prefix}_pooled"] = pooled.float().cpu().numpy()
+        return out
+
+
+class Precompute:
+    """A Ray Data actor: what ``train.precompute_latents`` and ``train.precompute_text_embeddings`` ask for,
+    in one actor (one pool: on a small machine two pools can hold every CPU and starve the reader)."""
+
+    def __init__(self, source: str, cache_dir: str | None, device: str = "cpu", latents: bool = True,
+                 text: bool = False):
+        self.steps = ([LatentEncoder(source, cache_dir, device)] if latents else []) + (
+            [TextEmbedder(source, cache_dir, device)] if text else [])
+
+    def __call__(self, batch: dict) -> dict:
+        for step in self.steps:
+            batch = step(batch)
+        return batch
 
 
 def build_dataset(train_cfg, run, *, source: str, cache_dir: str | None, resolution: int, use_gpu: bool):
@@ -220,14 +292,17 @@ def build_dataset(train_cfg, run, *, source: str, cache_dir: str | None, resolut
         ds.context.execution_options.preserve_order = True
     ds = ds.map_batches(
         preprocess_batch,
-        fn_kwargs={"resolution": resolution, "source": source, "cache_dir": cache_dir},
+        fn_kwargs={"resolution": resolution, "source": source, "cache_dir": cache_dir,
+                   "max_sequence_length": train_cfg.max_sequence_length},
         batch_format="numpy",
         batch_size=64,
     )
-    if train_cfg.precompute_latents:
+    if train_cfg.precompute_latents or train_cfg.precompute_text_embeddings:
         ds = ds.map_batches(
-            LatentEncoder,
-            fn_constructor_kwargs={"source": source, "cache_dir": cache_dir, "device": "cuda" if use_gpu else "cpu"},
+            Precompute,
+            fn_constructor_kwargs={"source": source, "cache_dir": cache_dir, "device": "cuda" if use_gpu else "cpu",
+                                   "latents": train_cfg.precompute_latents,
+                                   "text": train_cfg.precompute_text_embeddings},
             compute=ray.data.ActorPoolStrategy(size=train_cfg.latent_actors),
             num_gpus=1 if use_gpu else 0,
             batch_size=64,
@@ -251,6 +326,7 @@ def build_dataset(train_cfg, run, *, source: str, cache_dir: str | None, resolut
                 f"than train.batch_size={train_cfg.batch_size}: lower the batch size or add data"
             )
     info = {"data_uri": src.uri, "format": src.fmt, "shards": len(src.files), "shard_bytes": src.total_bytes,
-            "rows": rows, "in_memory": in_memory, "latents": bool(train_cfg.precompute_latents)}
+            "rows": rows, "in_memory": in_memory, "latents": bool(train_cfg.precompute_latents),
+            "text_embeddings": bool(train_cfg.precompute_text_embeddings)}
     log.info("training data: %s", json.dumps(info))
     return ds, info

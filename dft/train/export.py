@@ -1,7 +1,7 @@
 """Export: a training checkpoint -> a diffusers pipeline folder (safetensors) at RUN/models/finetuned.
 
-The folder holds the base pipeline's components with the trained UNet (and text encoder, when it
-trained). LoRA adapters are merged into the weights (``lora.merge_on_export``), or kept apart as
+The folder holds the base pipeline's components with the trained denoiser (the UNet of SD/SDXL, the
+transformer of SD3/FLUX; and the text encoder, when it trained). LoRA adapters are merged into the weights (``lora.merge_on_export``), or kept apart as
 ``pytorch_lora_weights.safetensors`` beside an unchanged base pipeline. ``load_pipeline(folder)``
 and ``DiffusionPipeline.from_pretrained(folder)`` both load it; it is a model source like any other."""
 
@@ -16,6 +16,8 @@ import tempfile
 import torch
 
 from dft import storage
+from dft.models.families import family_of_folder
+from dft.models.sources import resolve_model_source
 from dft.train.config import TrainConfig
 from dft.train.trainable import TrainableSpec, apply_trainable, lora_state_dict, merge_lora
 
@@ -63,36 +65,38 @@ def export_pipeline(checkpoint_dir: str, out_uri: str, *, model_source: str, tra
     spec = TrainableSpec.from_config(train_cfg)
     sd = checkpoint_state_dict(checkpoint_dir, state)
     pipe = load_pipeline(model_source, cache_dir=cache_dir)
-    apply_trainable(pipe.unet, pipe.text_encoder, pipe.vae, spec)
-    _load_part(pipe.unet, "unet.", sd, "UNet")
+    family = family_of_folder(resolve_model_source(model_source, cache_dir=cache_dir))
+    denoiser = getattr(pipe, family.denoiser)
+    apply_trainable(denoiser, [getattr(pipe, n) for n in family.text_encoders], pipe.vae, spec)
+    _load_part(denoiser, family.denoiser + ".", sd, family.denoiser)
     if spec.trains_text_encoder:
         _load_part(pipe.text_encoder, "text_encoder.", sd, "text encoder")
     ema_path = os.path.join(checkpoint_dir, "ema.pt")
     if state.get("ema") and os.path.exists(ema_path):
         shadow = torch.load(ema_path, map_location="cpu")["shadow"]
-        for prefix, mod in (("unet.", pipe.unet), ("text_encoder.", pipe.text_encoder)):
+        for prefix, mod in ((family.denoiser + ".", denoiser), ("text_encoder.", pipe.text_encoder)):
             for name, p in mod.named_parameters():
                 if prefix + name in shadow:
                     p.data.copy_(shadow[prefix + name])
         log.info("exported the EMA weights")
-    pipe.unet.requires_grad_(False)
+    denoiser.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
 
     tmp = tempfile.mkdtemp(prefix="dft-export-")
     try:
         adapters = spec.mode == "lora" and not train_cfg.lora.merge_on_export
         if spec.mode == "lora" and not adapters:
-            n = merge_lora(pipe.unet) + merge_lora(pipe.text_encoder)
+            n = merge_lora(denoiser) + merge_lora(pipe.text_encoder)
             log.info("merged %d LoRA layers into the weights", n)
         if adapters:
-            unet_lora = lora_state_dict(pipe.unet)
+            denoiser_lora = lora_state_dict(denoiser)
             te_lora = lora_state_dict(pipe.text_encoder) if spec.lora_text_encoder else None
             base = load_pipeline(model_source, cache_dir=cache_dir)
             base.save_pretrained(tmp, safe_serialization=True)
             from diffusers.utils import convert_state_dict_to_diffusers
 
             type(base).save_lora_weights(
-                tmp, unet_lora_layers=convert_state_dict_to_diffusers(unet_lora),
+                tmp, **{f"{family.denoiser}_lora_layers": convert_state_dict_to_diffusers(denoiser_lora)},
                 text_encoder_lora_layers=convert_state_dict_to_diffusers(te_lora) if te_lora else None,
                 safe_serialization=True,
             )

@@ -23,7 +23,7 @@ from dft.train.components import build_module, trainable_named_parameters
 from dft.train.config import TrainConfig
 from dft.train.deepspeed_config import build_deepspeed_config, disable_cpu_shm_comm
 from dft.train.ema import EMA
-from dft.train.step import NonFiniteLoss, StepStats, check_finite, choose_captions, drop_to_empty, run_steps
+from dft.train.step import NonFiniteLoss, StepStats, check_finite, prepare_batch, run_steps
 
 STATE = "state.json"
 EMA_FILE = "ema.pt"
@@ -144,13 +144,8 @@ class BatchStream:
             self.epoch, self.position, skip = self.epoch + 1, 0, 0
 
     def _prepare(self, raw: dict) -> dict:
-        ids = choose_captions(raw["prompt_ids"], raw["neutral_ids"], self.cfg.caption_policy,
-                              self.cfg.attribute_dropout, self.gen)
-        ids = drop_to_empty(ids, self.empty_ids, self.cfg.empty_caption_prob, self.gen)
-        out = {"input_ids": ids.to(self.device)}
-        key = "latent_params" if "latent_params" in raw else "pixels"
-        out[key] = raw[key].to(self.device)
-        return out
+        return prepare_batch(raw, self.cfg.caption_policy, self.cfg.attribute_dropout, self.cfg.empty_caption_prob,
+                             self.gen, self.empty_ids, self.device)
 
 
 class Logs:
@@ -273,9 +268,9 @@ def train_loop_per_worker(config: dict) -> None:
         restore_rng_state(saved_rng, gen)
     empty_ids = None
     if cfg.empty_caption_prob > 0:
-        from dft.train.data import tokenize, tokenizer_for
+        from dft.train.text import empty_caption_inputs
 
-        empty_ids = torch.from_numpy(tokenize(tokenizer_for(config["model_source"], config.get("cache_dir")), [""]))[0]
+        empty_ids = empty_caption_inputs(folder, cfg)  # per caption column
     stream = BatchStream(ray.train.get_dataset_shard("train"), cfg, engine.device, epoch, position, gen, empty_ids)
     batches = iter(stream)
     logs = Logs(cfg, config.get("tb_uri"), config.get("run_name", "dft"), rank)

@@ -1,7 +1,9 @@
 """The training step and loop, in pure torch.
 
-``DiffusionModule`` holds the UNet, the text encoder and (unless latents were precomputed) the VAE,
-and turns one batch into one loss. ``run_steps`` drives any ``StepBackend`` (plain torch here, a
+``DiffusionModule`` holds the UNet, the text encoder(s) (unless caption embeddings were precomputed)
+and (unless latents were precomputed) the VAE, and turns one batch into one loss: SD 1.x/2.x, and
+SDXL with its pooled embedding and added time ids. ``flow.FlowMatchingModule`` is its counterpart
+for the transformer families (SD3, FLUX). ``run_steps`` drives any ``StepBackend`` (plain torch here, a
 DeepSpeed engine in ``loop.py``) over an iterator of batches and hands each step's numbers to a
 callback. Nothing here knows about Ray or DeepSpeed."""
 
@@ -15,7 +17,9 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
+from dft.models.families import FAMILIES, Family
 from dft.train.loss import add_noise, diffusion_loss, prediction_target
+from dft.train.text import encode_captions, id_columns
 
 
 class NonFiniteLoss(DftError, RuntimeError):
@@ -37,7 +41,89 @@ class DataExhausted(RuntimeError):
 def _swap_rows(ids: torch.Tensor, other: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
     """Each row of ``ids`` replaced by ``other`` (its row, or one caption for all) with probability p."""
     drop = torch.rand(ids.shape[0], generator=generator) < p
-    return torch.where(drop.to(ids.device)[:, None], other.to(ids.device), ids)
+    return _where_rows(drop, other, ids)
+
+
+def _where_rows(mask: torch.Tensor, other: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Row b of ``x`` replaced by row b of ``other`` (or its only row) where mask[b]; any trailing shape."""
+    m = mask.to(x.device).reshape(-1, *([1] * (x.ndim - 1)))
+    return torch.where(m, other.to(x.device), x)
+
+
+def prepare_batch(raw: dict, policy: str, q: float, empty_prob: float, generator: torch.Generator | None,
+                  empty: dict | None, device) -> dict:
+    """A data batch -> the module's batch, with the caption policy applied to every caption column.
+
+    ``raw`` holds ``prompt_C`` and ``neutral_C`` for each caption column C (token ids per tokenizer, or
+    precomputed ``embeds``/``pooled``); the output holds ``input_C``. One draw per sample decides the
+    caption for all columns, so the tokenizers (or embeddings) of a sample always agree; the draws are
+    those of ``choose_captions`` then ``drop_to_empty``. ``empty``: the empty caption per column."""
+    cols = sorted(k[len("prompt_"):] for k in raw if k.startswith("prompt_"))
+    n = raw["prompt_" + cols[0]].shape[0]
+    neutral = torch.rand(n, generator=generator) < q if policy == "attribute_dropout" else None
+    if policy not in ("prompt", "neutral", "attribute_dropout"):
+        raise ValueError(f"unknown caption policy {policy!r}")
+    dropped = torch.rand(n, generator=generator) < empty_prob if empty_prob > 0 else None
+    out = {}
+    for c in cols:
+        x = raw["neutral_" + c] if policy == "neutral" else raw["prompt_" + c]
+        if neutral is not None:
+            x = _where_rows(neutral, raw["neutral_" + c], x)
+        if dropped is not None:
+            x = _where_rows(dropped, empty[c][None], x)
+        out["input_" + c] = x.to(device)
+    for k, v in raw.items():
+        if not k.startswith(("prompt_", "neutral_")):
+            out[k] = v.to(device)
+    return out
+
+
+def sample_latents(batch: dict, vae, dtype: torch.dtype, scaling_factor: float, shift_factor: float) -> torch.Tensor:
+    """The batch's latents: a fresh draw from the precomputed posterior, or the VAE run on the pixels;
+    then shifted and scaled into the denoiser's space."""
+    if "latent_params" in batch:
+        mean, logvar = batch["latent_params"].float().chunk(2, dim=1)
+        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+        lat = mean + std * torch.randn_like(mean)
+    else:
+        if vae is None:
+            raise ValueError("batch has pixels but the module holds no VAE (latents were expected)")
+        px = batch["pixels"]
+        px = px.float() / 127.5 - 1.0 if px.dtype == torch.uint8 else px.float()
+        with torch.no_grad():
+            lat = vae.encode(px.to(dtype)).latent_dist.sample().float()
+    return ((lat - shift_factor) * scaling_factor).to(dtype)
+
+
+class CaptionConditioning:
+    """What the families' modules share: the text encoders by their pipeline names, and captions to
+    (embeds, pooled), from token ids or precomputed."""
+
+    family: Family
+
+    def set_text_encoders(self, encoders) -> None:
+        self.text_encoder_names = tuple(self.family.text_encoders) if encoders else ()
+        for name, enc in zip(self.text_encoder_names, encoders or ()):
+            setattr(self, name, enc)
+
+    @property
+    def text_encoders(self) -> list:
+        return [getattr(self, n) for n in self.text_encoder_names]
+
+    def train(self, mode: bool = True):
+        """Frozen parts stay in eval mode whatever the engine asks (T5 has dropout; its recipes never train it)."""
+        super().train(mode)
+        for part in [self.vae, *self.text_encoders]:
+            if part is not None and not any(p.requires_grad for p in part.parameters()):
+                part.eval()
+        return self
+
+    def condition(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if "input_embeds" in batch:
+            return batch["input_embeds"], batch.get("input_pooled")
+        if not self.text_encoder_names:
+            raise ValueError("batch has token ids but the module holds no text encoder (embeddings were expected)")
+        return encode_captions(self.family, self.text_encoders, {c: batch["input_" + c] for c in id_columns(self.family)})
 
 
 def choose_captions(
@@ -62,17 +148,23 @@ def drop_to_empty(ids: torch.Tensor, empty_ids: torch.Tensor, p: float, generato
     return _swap_rows(ids, empty_ids[None, :], p, generator)
 
 
-class DiffusionModule(torch.nn.Module):
-    """One module for the engine: batch in, scalar loss out.
+class DiffusionModule(CaptionConditioning, torch.nn.Module):
+    """One module for the engine (UNet families): batch in, scalar loss out.
 
-    A batch holds ``input_ids`` (B, L) and either ``pixels`` (B, 3, H, W, uint8 or float in [-1, 1])
-    or ``latent_params`` (B, 2C, h, w: the VAE posterior's mean and log-variance, precomputed)."""
+    A batch holds ``input_ids`` (B, L; SDXL also ``input_ids_2``) or precomputed ``input_embeds`` (and
+    SDXL's ``input_pooled``), and either ``pixels`` (B, 3, H, W, uint8 or float in [-1, 1]) or
+    ``latent_params`` (B, 2C, h, w: the VAE posterior's mean and log-variance, precomputed). SDXL
+    batches may hold ``original_size`` and ``crop_top_left`` (B, 2) per sample for the added time ids
+    (default: the training size, uncropped)."""
 
     def __init__(self, unet, text_encoder, vae, alphas_cumprod: torch.Tensor, prediction_type: str,
-                 scaling_factor: float, snr_gamma: float | None = None, shift_factor: float | None = None):
+                 scaling_factor: float, snr_gamma: float | None = None, shift_factor: float | None = None,
+                 *, family: Family | None = None, text_encoders: list | None = None, vae_scale: int = 8):
         super().__init__()
+        self.family = family or FAMILIES["sd"]
+        self.vae_scale = vae_scale  # pixels per latent: SDXL's time ids are in pixels
         self.unet = unet
-        self.text_encoder = text_encoder
+        self.set_text_encoders(text_encoders if text_encoders is not None else ([text_encoder] if text_encoder is not None else []))
         self.vae = vae
         self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone(), persistent=False)
         self.prediction_type = prediction_type
@@ -85,19 +177,7 @@ class DiffusionModule(torch.nn.Module):
         return next(self.unet.parameters()).dtype
 
     def latents(self, batch: dict) -> torch.Tensor:
-        dtype = self.dtype
-        if "latent_params" in batch:
-            mean, logvar = batch["latent_params"].float().chunk(2, dim=1)
-            std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-            lat = mean + std * torch.randn_like(mean)
-        else:
-            if self.vae is None:
-                raise ValueError("batch has pixels but the module holds no VAE (latents were expected)")
-            px = batch["pixels"]
-            px = px.float() / 127.5 - 1.0 if px.dtype == torch.uint8 else px.float()
-            with torch.no_grad():
-                lat = self.vae.encode(px.to(dtype)).latent_dist.sample().float()
-        return ((lat - self.shift_factor) * self.scaling_factor).to(dtype)
+        return sample_latents(batch, self.vae, self.dtype, self.scaling_factor, self.shift_factor)
 
     def forward(self, batch: dict) -> torch.Tensor:
         latents = self.latents(batch)
@@ -106,9 +186,26 @@ class DiffusionModule(torch.nn.Module):
         timesteps = torch.randint(0, n, (latents.shape[0],), device=latents.device)
         noisy = add_noise(latents, noise, timesteps, self.alphas_cumprod)
         target = prediction_target(latents, noise, timesteps, self.alphas_cumprod, self.prediction_type)
-        hidden = self.text_encoder(batch["input_ids"], return_dict=False)[0]
-        pred = self.unet(noisy, timesteps, hidden.to(self.dtype), return_dict=False)[0]
+        hidden, pooled = self.condition(batch)
+        kwargs = {}
+        if self.family.name == "sdxl":
+            kwargs["added_cond_kwargs"] = {"text_embeds": pooled.to(self.dtype),
+                                           "time_ids": sdxl_time_ids(batch, latents, self.vae_scale).to(self.dtype)}
+        pred = self.unet(noisy, timesteps, hidden.to(self.dtype), return_dict=False, **kwargs)[0]
         return diffusion_loss(pred, target, timesteps, self.alphas_cumprod, self.prediction_type, self.snr_gamma)
+
+
+def sdxl_time_ids(batch: dict, latents: torch.Tensor, vae_scale: int) -> torch.Tensor:
+    """SDXL's micro-conditioning per sample: original size (h, w), crop top-left (y, x), target size
+    (h, w), as train_text_to_image_sdxl.py's ``compute_time_ids``. Missing columns: the training size,
+    uncropped."""
+    b, _, h, w = latents.shape
+    target = torch.tensor([h * vae_scale, w * vae_scale], dtype=torch.float32, device=latents.device).expand(b, 2)
+    original = batch.get("original_size")
+    crop = batch.get("crop_top_left")
+    original = target if original is None else original.to(latents.device).float()
+    crop = torch.zeros_like(target) if crop is None else crop.to(latents.device).float()
+    return torch.cat([original, crop, target], dim=1)
 
 
 class StepBackend(Protocol):

@@ -1,6 +1,7 @@
-"""What trains: the full UNet or LoRA adapters (peft) on the UNet and/or the text encoder.
+"""What trains: the full denoiser (UNet or transformer) or LoRA adapters (peft) on it and/or the text encoder.
 
-Pure torch + peft. The VAE is always frozen; the text encoder is frozen unless asked for."""
+Pure torch + peft. The VAE is always frozen; the text encoders are frozen unless asked for (the first
+one only: text-encoder training is for SD pipelines)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainableSpec:
-    mode: str = "unet"  # "unet" (all UNet weights) | "lora"
+    mode: str = "unet"  # "unet" / "full" (all denoiser weights) | "lora"
     lora_rank: int = 8
     lora_alpha: float = 8.0
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
@@ -49,12 +50,17 @@ def _lora_config(rank: int, alpha: float, targets) -> "object":
 def apply_trainable(unet, text_encoder, vae, spec: TrainableSpec, gradient_checkpointing: bool = False) -> dict:
     """Freeze and unfreeze in place; add LoRA layers when asked. Returns counts of parameters.
 
-    Call it on freshly loaded modules: the same call on the base model at export time rebuilds the
-    same parameter names, so a checkpoint's state dict loads with strict=True."""
+    ``unet``: the denoiser (a UNet or a transformer). ``text_encoder``: one module, a list (the first is
+    the one that may train; the others stay frozen) or None (captions precomputed). Call it on freshly
+    loaded modules: the same call on the base model at export time rebuilds the same parameter names,
+    so a checkpoint's state dict loads with strict=True."""
+    encoders = [] if text_encoder is None else list(text_encoder) if isinstance(text_encoder, (list, tuple)) else [text_encoder]
+    for enc in encoders:
+        enc.requires_grad_(False)
+    text_encoder = encoders[0] if encoders else torch.nn.Identity()
     if vae is not None:
         vae.requires_grad_(False)
-    text_encoder.requires_grad_(False)
-    if spec.mode == "unet":
+    if spec.mode in ("unet", "full"):
         unet.requires_grad_(True)
         if spec.text_encoder:
             text_encoder.requires_grad_(True)
@@ -73,7 +79,7 @@ def apply_trainable(unet, text_encoder, vae, spec: TrainableSpec, gradient_check
         if spec.text_encoder:
             text_encoder.requires_grad_(True)
     else:
-        raise ValueError(f"train.trainable must be 'unet' or 'lora', got {spec.mode!r}")
+        raise ValueError(f"train.trainable must be 'unet', 'full' or 'lora', got {spec.mode!r}")
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if spec.trains_text_encoder:
@@ -81,11 +87,11 @@ def apply_trainable(unet, text_encoder, vae, spec: TrainableSpec, gradient_check
     counts = {
         "unet_trainable": sum(p.numel() for p in unet.parameters() if p.requires_grad),
         "text_encoder_trainable": sum(p.numel() for p in text_encoder.parameters() if p.requires_grad),
-        "total": sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in text_encoder.parameters()),
+        "total": sum(p.numel() for p in unet.parameters()) + sum(p.numel() for e in encoders for p in e.parameters()),
     }
     if counts["unet_trainable"] + counts["text_encoder_trainable"] == 0:
         raise ValueError(
-            f"nothing to train: LoRA targets {list(spec.lora_targets)} matched no module of the UNet"
+            f"nothing to train: LoRA targets {list(spec.lora_targets)} matched no module of the {type(unet).__name__}"
         )
     log.info("trainable parameters: %s", counts)
     return counts

@@ -29,3 +29,20 @@ def test_stage_writes_synthetic_then_is_a_no_op(ray_session, tmp_run):
     assert read_manifest(run.synthetic) == mtime
     with pytest.raises(StageConfigChanged, match="steps"):
         run_generate(load_config(None, sets + ["generate.steps=3"]))
+
+
+@pytest.mark.parametrize("source", ["tiny-sd3", "tiny-flux"])
+def test_flow_matching_families_through_the_ray_data_stage(ray_session, tmp_run, source):
+    """SD3 and FLUX through the same actor pool and shard writer, with their own settings in config."""
+    sets = [f"run.uri={tmp_run}", f"model.source={source}", "prompts.include.profession=[doctor]",
+            "prompts.include.ethnicity=[Black]", "prompts.include.gender=[woman, man]", "prompts.include.age=[young]",
+            "prompts.images_per_prompt=2", "generate.steps=2", "generate.batch_size=2", "generate.shard_size=2",
+            "generate.guidance_scale=3.5", "generate.flow_shift=2.0", "generate.max_sequence_length=16"]
+    cfg = load_config(None, sets)
+    run_prompts(cfg)
+    counts = run_generate(cfg)
+    assert counts["rows"] == counts["images"] == 4 and counts["shards"] == 2
+    samples = list(iter_samples(Run(tmp_run).synthetic, "parquet"))
+    assert len(samples) == 4 and {s["model"] for s in samples} == {source}
+    assert len({s["image"] for s in samples}) == 4  # one image per row and seed
+    assert {(s["width"], s["height"]) for s in samples} == {(32, 32)}

@@ -54,7 +54,8 @@ def _tiny_parts():
     from dft.models.sources import resolve_model_source
     from dft.train.components import load_components
 
-    return load_components(resolve_model_source("tiny-sd"))
+    unet, encoders, vae, scheduler, _family = load_components(resolve_model_source("tiny-sd"))
+    return unet, encoders[0], vae, scheduler
 
 
 def test_lora_selection_unet_and_text_encoder():
