@@ -35,7 +35,8 @@ def test_meta_device_parameter_counts_match_the_published_sizes(name):
 
 
 @pytest.mark.parametrize("preset,family", sorted(PRESETS.items()))
-def test_presets_validate_and_fit_their_family(preset, family):
+def test_presets_validate_and_fit_their_family(preset, family, monkeypatch):
+    monkeypatch.setenv("DFT_BUCKET", "my-runs")  # the presets read the runs bucket from the environment
     cfg = load_config([ROOT / "jobs/configs/sd15_cluster.yaml", ROOT / "jobs/configs" / preset])
     fam = FAMILIES[family]
     assert cfg.train.family_problems(fam) == [] and cfg.generate.family_problems(fam) == []
