@@ -31,7 +31,7 @@ def test_stage_writes_synthetic_then_is_a_no_op(ray_session, tmp_run):
         run_generate(load_config(None, sets + ["generate.steps=3"]))
 
 
-@pytest.mark.parametrize("source", ["tiny-sd3", "tiny-flux"])
+@pytest.mark.parametrize("source", [pytest.param("tiny-sd3", marks=pytest.mark.slow), "tiny-flux"])
 def test_flow_matching_families_through_the_ray_data_stage(ray_session, tmp_run, source):
     """SD3 and FLUX through the same actor pool and shard writer, with their own settings in config."""
     sets = [f"run.uri={tmp_run}", f"model.source={source}", "prompts.include.profession=[doctor]",

@@ -1,7 +1,6 @@
 """Fine-tuning SDXL, SD3 and FLUX through Ray Train + DeepSpeed (2 CPU workers, torch AdamW), ZeRO 2 and 3,
 full and LoRA, precomputed latents and caption embeddings; the export loads with from_pretrained and generates.
-One case (SD3, ZeRO-3, LoRA, precomputed) runs by default; the rest of the matrix (each family at
-ZeRO 2 and 3) is marked slow: about 1.5-2 minutes a case on a shared 2-core machine."""
+Each family at ZeRO 2 and 3; all marked slow: about 1.5-2 minutes a case on a shared 2-core machine."""
 
 from __future__ import annotations
 
@@ -20,8 +19,9 @@ pytestmark = pytest.mark.integration
 
 CASES = [
     # (source, zero stage, trainable, precompute latents + caption embeddings), default-suite cases first
-    pytest.param("tiny-sd3", 3, "lora", True, id="sd3-zero3-lora-precomputed"),
-    # 1.5-2 minutes each on a loaded 2-core machine (about 40 s idle): slow
+    # 1.5-2 minutes each on a loaded 2-core machine: slow (the default suite trains FLUX under Ray Train +
+    # DeepSpeed ZeRO-2 in test_gpu_suite_smoke.py, and every family's step in tests/unit/test_train_families.py)
+    pytest.param("tiny-sd3", 3, "lora", True, id="sd3-zero3-lora-precomputed", marks=pytest.mark.slow),
     pytest.param("tiny-sdxl", 2, "unet", False, id="sdxl-zero2-full", marks=pytest.mark.slow),
     pytest.param("tiny-flux", 3, "full", True, id="flux-zero3-full-precomputed", marks=pytest.mark.slow),
     pytest.param("tiny-sdxl", 3, "lora", True, id="sdxl-zero3-lora-precomputed", marks=pytest.mark.slow),
