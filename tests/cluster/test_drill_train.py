@@ -1,6 +1,8 @@
 """Drills of the fine-tuning job on real nodes: a spot reclaim with notice (`ray drain-node`, reason
 preemption, a deadline), a node lost without notice, and a state API that answers nothing. The run
-folder is on the local S3 server; the head has no CPUs, so the train worker runs on a worker node."""
+folder is on the local S3 server; the head has no CPUs, so the train worker runs on a worker node. Worker
+nodes have 2 CPUs: the train worker's, and one for Ray Data, which re-runs the preprocessing tasks whose
+materialized blocks were lost with a node (with one CPU that re-run waits forever behind the worker)."""
 
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def _record(name: str, figures: dict) -> None:
 
 
 def test_spot_reclaim_with_notice_checkpoints_once_and_resumes(local_cluster, jobs_for, s3_run):
-    cluster = local_cluster(workers=1, worker_cpus=1)
+    cluster = local_cluster(workers=1, worker_cpus=2)
     jobs = jobs_for(cluster)
     _upload_shards(s3_run)
     steps, deadline_s = 400, 20
@@ -74,7 +76,7 @@ def test_spot_reclaim_with_notice_checkpoints_once_and_resumes(local_cluster, jo
     at_kill = _last_step(jobs.logs(sid))
     cluster.kill_node("worker-1")  # the deadline: the instance goes
     t_kill = time.time()
-    cluster.add_node(cpus=1)
+    cluster.add_node(cpus=2)
     text = jobs.wait_for_log(sid, lambda t: "resumed from step" in t, timeout=600, poll=0.5)
     t_resumed = time.time()
     assert jobs.wait(sid, timeout=900) == "SUCCEEDED", jobs.logs(sid)[-4000:]
@@ -95,7 +97,7 @@ def test_spot_reclaim_with_notice_checkpoints_once_and_resumes(local_cluster, jo
 
 
 def test_node_lost_without_notice(local_cluster, jobs_for, s3_server):
-    cluster = local_cluster(workers=1, worker_cpus=1)
+    cluster = local_cluster(workers=1, worker_cpus=2)
     jobs = jobs_for(cluster)
 
     # Failures allowed: the run resumes from its last periodic checkpoint on the replacement node.
@@ -106,7 +108,7 @@ def test_node_lost_without_notice(local_cluster, jobs_for, s3_server):
     cluster.kill_node("worker-1")
     t_kill = time.time()
     at_kill = _last_step(jobs.logs(sid))
-    cluster.add_node(cpus=1)
+    cluster.add_node(cpus=2)
     jobs.wait_for_log(sid, lambda t: "resumed from step" in t, timeout=600)
     t_resumed = time.time()
     assert jobs.wait(sid, timeout=900) == "SUCCEEDED", jobs.logs(sid)[-4000:]
@@ -122,7 +124,7 @@ def test_node_lost_without_notice(local_cluster, jobs_for, s3_server):
     sid, _ = jobs.submit(_train_job(run, 200, "train.checkpoint_every=20", "train.max_failures=0"))
     jobs.wait_for_log(sid, lambda t: _last_step(t) >= 30, timeout=600)
     cluster.kill_node("worker-2")
-    cluster.add_node(cpus=1)
+    cluster.add_node(cpus=2)
     assert jobs.wait(sid, timeout=600) == "FAILED"
     text = " ".join(jobs.logs(sid).split())
     assert "training failed and train.max_failures=0 allows no further restart" in text, text[-3000:]
@@ -130,7 +132,7 @@ def test_node_lost_without_notice(local_cluster, jobs_for, s3_server):
 
 
 def test_a_state_api_that_answers_nothing_does_not_tear_down_the_run(local_cluster, jobs_for, s3_run):
-    cluster = local_cluster(workers=1, worker_cpus=1)
+    cluster = local_cluster(workers=1, worker_cpus=2)
     jobs = jobs_for(cluster)
     _upload_shards(s3_run)
     # Every liveness question of the placement-group cleaner gets no answer, for the whole run.
