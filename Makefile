@@ -9,7 +9,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 export DS_ACCELERATOR ?= cpu
 
-.PHONY: demo test test-all test-slow install clean bench
+.PHONY: demo test test-all test-slow install clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,12 +33,18 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu" --timeout=1800
 
+# make bench: every benchmark at its default size (each about 10 minutes on a 2-core machine), alternating
+# bare/ours pairs, then every ratio with its goal. make bench-smoke: the same at tiny sizes (what make test runs).
+BENCHMARKS := prompts generate_overhead generate train evaluate
+
+bench: SHELL := /bin/bash
 bench: $(STAMP)
-	$(BIN)/python benchmarks/prompts.py
-	$(BIN)/python benchmarks/generate.py
-	$(BIN)/python benchmarks/train.py
-	$(BIN)/python benchmarks/evaluate.py
-	$(BIN)/python benchmarks/gpu_suite.py --smoke
+	@set -eo pipefail; log=$$(mktemp); for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; \
+	  $(BIN)/python benchmarks/$$b.py $(BENCH_ARGS) | grep -v '^RESULT ' | tee -a $$log; done; \
+	  echo "== every ratio (median over alternating pairs)"; grep '^RATIO ' $$log; rm -f $$log
+
+bench-smoke:
+	$(MAKE) bench BENCH_ARGS=--smoke
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

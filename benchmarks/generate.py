@@ -1,10 +1,12 @@
-"""Generation throughput: the full Ray Data job against a bare in-process loop, and the driver's memory.
+"""Generation throughput with a real (small) model: the full Ray Data job against a bare in-process loop.
 
-    .venv/bin/python benchmarks/generate.py [--rows 192] [--steps 25] [--size 128] [--batch-size 4] [--repeat 3]
+    .venv/bin/python benchmarks/generate.py [--rows 96] [--steps 25] [--size 128] [--batch-size 4] [--repeat 3] [--smoke]
 
-The default workload (small-sd at 128x128, 25 steps, 192 rows) is one where denoising dominates, as it
-does on a cluster: about 80 s of bare-loop work on 2 cores, so the one-off costs of a job (an actor
-process, Ray Data's start) are weighed against real work, not against a toy.
+The default workload (small-sd at 128x128, 25 steps, 96 rows) is one where denoising dominates, as it
+does on a cluster: about 40 s of bare-loop work on 2 cores, so the one-off costs of a job (an actor
+process, Ray Data's start) are weighed against real work, not against a toy. The pipeline's own cost
+per row at scale, with a model that costs nothing, is benchmarks/generate_overhead.py (which also
+checks the driver's memory at 10,000 and 100,000 rows).
 
 1. bare loop: one process builds ``ImageGenerator`` and calls it over the rows in batches (encoding
    included, nothing written), timed from model load to the last image;
@@ -12,8 +14,8 @@ process, Ray Data's start) are weighed against real work, not against a toy.
    all CPUs (the same compute as the bare loop), timed from the call to the manifest (actor start,
    shard writes and commits included; a running Ray is assumed, as on a cluster: Ray starts and a
    trivial Ray Data job runs before the clock starts);
-3. driver memory: the Ray job's driver peak RSS at N and 10N rows of a near-free model, to show the
-   driver streams (nothing about the rows is materialized on it).
+3. driver memory (``--mem-rows N``, off by default): the Ray job's driver peak RSS at N and 10N rows of
+   tiny-sd at 1 step.
 
 Each measurement runs in its own fresh process so imports and peaks do not leak between them.
 """
@@ -29,8 +31,8 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (sets the environment and sys.path first)
 
 
 def _table(rows: int):
@@ -75,12 +77,12 @@ def ray_job(args) -> dict:
 
     from dft.generate.job import generate_dataset
 
+    from dft.cluster import connect
+    from dft.config.schema import RaySection
+
     logging.basicConfig(level=logging.WARNING)
     cpus = os.cpu_count() or 2
-    from dft.cluster import prefer_local_worker_niceness
-
-    prefer_local_worker_niceness()  # what dft.cluster.connect does for an embedded local Ray
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    connect(RaySection(num_cpus=cpus))  # as `dft generate` does: workers at niceness 0
     # A running cluster is assumed: a trivial Ray Data job first brings up what every later job finds
     # there already (Ray Data's detached stats and autoscaling actors, idle worker processes).
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -114,20 +116,24 @@ def _child(mode: str, args, **override) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="small-sd")
-    p.add_argument("--rows", type=int, default=192)
+    p.add_argument("--rows", type=int, default=96)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--shard-size", type=int, default=64)
     p.add_argument("--actors", type=int, default=1)
     p.add_argument("--repeat", type=int, default=3, help="bare/Ray pairs to run (the median ratio is printed; 0: none)")
-    p.add_argument("--mem-rows", type=int, default=100, help="N of the memory check (also runs 10N; 0: skip it)")
+    p.add_argument("--mem-rows", type=int, default=0, help="N of the memory check (also runs 10N; 0: skip it)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: checks the benchmark runs")
     p.add_argument("--child", choices=["bare", "ray"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         result = bare(args) if args.child == "bare" else ray_job(args)
         print("RESULT " + json.dumps(result), flush=True)
         return
+    if args.smoke:
+        args.model, args.rows, args.steps, args.size, args.repeat, args.shard_size = "tiny-sd", 8, 2, 32, 1, 4
+    del args.smoke
 
     print(f"model {args.model} {args.size}x{args.size}, {args.steps} steps, {args.rows} rows, batch {args.batch_size}, "
           f"{os.cpu_count()} CPUs, Ray job with {args.actors} actor(s)")
@@ -140,19 +146,21 @@ def main() -> None:
         print(f"[{i + 1}] bare loop : {b['images']:5d} images in {b['seconds']:7.1f}s = {b['images_per_s']:.3f} images/s")
         print(f"[{i + 1}] Ray job   : {r['images']:5d} images in {r['seconds']:7.1f}s = {r['images_per_s']:.3f} images/s "
               f"({r['shards']} shards written)")
-    ratios.sort()
-    if ratios:
-        print(f"ratio Ray job / bare loop: {ratios[len(ratios) // 2]:.3f} (median of {len(ratios)}: "
-              f"{', '.join(f'{x:.3f}' for x in ratios)}; goal >= 0.85)", flush=True)
+    summary = [common.ratio("generate.images_per_s", ratios, 0.85,
+                            what=f"Ray job images/s / bare loop images/s, {args.model} {args.size} px {args.steps} steps")
+               ] if ratios else []
+    common.print_ratios(summary)
 
     n = args.mem_rows
     if n <= 0:
+        common.emit({"benchmark": "generate", "ratios": summary})
         return
     small = dict(model="tiny-sd", steps=1, size=32, batch_size=16, shard_size=100, actors=1)
     m1 = _child("ray", args, rows=n, **small)
     m10 = _child("ray", args, rows=10 * n, **small)
     print(f"driver peak RSS: {m1['driver_peak_rss_mb']:.0f} MB at {n} rows, {m10['driver_peak_rss_mb']:.0f} MB at "
           f"{10 * n} rows (ratio {m10['driver_peak_rss_mb'] / m1['driver_peak_rss_mb']:.2f}; tiny-sd, 1 step)")
+    common.emit({"benchmark": "generate", "ratios": summary})
 
 
 if __name__ == "__main__":

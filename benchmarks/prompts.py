@@ -1,6 +1,6 @@
 """Prompt-table build: ~1M rows, streamed, against a bare materialising baseline in the same run.
 
-    .venv/bin/python benchmarks/prompts.py [--images-per-prompt 14]
+    .venv/bin/python benchmarks/prompts.py [--images-per-prompt 14] [--pairs 3] [--smoke]
 
 The baseline builds the same rows as a Python list of dicts and writes one Arrow table: the obvious
 way. Ours streams record batches into part files. Prints time and peak-memory ratios (ours / bare).
@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (sets the environment and sys.path first)
 
 CHILD = r"""
 import json, resource, sys, time
@@ -53,9 +58,16 @@ def measure(mode: str, n_img: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images-per-prompt", type=int, default=14, help="14 x 74,817 combinations = 1.05M rows")
+    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: checks the benchmark runs")
     args = p.parse_args()
-    bare = measure("bare", args.images_per_prompt)
-    ours = measure("ours", args.images_per_prompt)
+    if args.smoke:
+        args.images_per_prompt, args.pairs = 1, 1
+    pairs = common.alternate(args.pairs, lambda i: measure("bare", args.images_per_prompt),
+                             lambda i: measure("ours", args.images_per_prompt))
+    med = statistics.median
+    bare = {k: med([b[k] for b, _ in pairs]) for k in ("seconds", "peak_mb")}
+    ours = {k: med([o[k] for _, o in pairs]) for k in ("seconds", "peak_mb", "growth_mb")} | {"rows": pairs[0][1]["rows"]}
     small = measure("ours", max(1, args.images_per_prompt // 10))
     print(f"rows: {ours['rows']:,}")
     print(f"bare (list of dicts -> one table): {bare['seconds']:.1f} s, peak RSS {bare['peak_mb']:.0f} MB")
@@ -66,6 +78,14 @@ def main() -> None:
         f"at {ours['rows']:,} rows {ours['growth_mb']:.0f} MB (ratio {ours['growth_mb'] / max(small['growth_mb'], 1):.2f} for "
         f"{ours['rows'] / small['rows']:.0f}x rows)"
     )
+    ratios = [
+        common.ratio("prompts.time", [o["seconds"] / b["seconds"] for b, o in pairs], None, higher_is_better=False,
+                     what="streamed build time / list-of-dicts build time"),
+        common.ratio("prompts.peak_memory", [o["peak_mb"] / b["peak_mb"] for b, o in pairs], None,
+                     higher_is_better=False, what="streamed peak RSS / list-of-dicts peak RSS"),
+    ]
+    common.print_ratios(ratios)
+    common.emit({"benchmark": "prompts", "ratios": ratios, "rows": ours["rows"]})
 
 
 if __name__ == "__main__":

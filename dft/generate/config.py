@@ -39,7 +39,7 @@ class GenerateConfig(Section):
     image_format: Literal["png", "jpeg", "webp"] = Field("png", description="Encoded image format.")
     quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality.")
     compile: bool = Field(False, description="torch.compile the UNet.")
-    batch_size: int = Field(8, ge=1, description="Rows per map_batches call (and per pipeline call).")
+    batch_size: int = Field(8, ge=1, description="Rows per pipeline call (an actor call is a whole shard).")
     num_actors: int = Field(1, ge=1, description="Actors in the pool (one pipeline each).")
     max_actors: int | None = Field(None, ge=1, description="Autoscale the pool up to this many actors.")
     num_gpus_per_actor: float = Field(0.0, ge=0.0, description="GPUs per actor (0 on CPU).")

@@ -1,8 +1,8 @@
-"""The Ray Data adapter of generation: plan on the driver, stream the rows through an actor pool of
+"""The Ray Data adapter of generation: plan on the driver, stream the shards through an actor pool of
 ``ImageGenerator``s, commit shards as they complete, write the manifest last.
 
-    shard specs ──► read rows (task, 0 CPU) ──► ImageGenerator actors (map_batches, ActorPoolStrategy)
-                                                   └─ each batch's rows written as parts of their shards
+    shard specs ──► ImageGenerator actors (map_batches, ActorPoolStrategy): one call per shard
+                      └─ read the shard's rows, generate them in batches, write them as parts of the shard
     driver: counts rows per shard ──► a shard complete ──► committer actor: tar + parquet + marker
 
 Resumption uses our own commit markers, not ``ray.data.checkpoint``: a shard is the unit a reader
@@ -27,6 +27,7 @@ from dft.generate.config import GenerateConfig
 from dft.generate.core import ERROR_COLUMN, ImageGenerator
 from dft.generate.plan import Plan, PromptSource, check_or_write_plan, make_plan, prompt_source, stage_table
 from dft.generate.shards import (
+    PART_SCHEMA,
     POS,
     commit_shard,
     committed_shards,
@@ -65,21 +66,27 @@ def fault_plan(cfg: GenerateConfig) -> dict[str, Any]:
     return plan
 
 
-def read_shard_rows(specs: pa.Table, source: PromptSource) -> pa.Table:
-    """Shard spec rows in, those shards' prompt rows (plus their table position) out."""
-    tables = [source.read_rows(s, e) for s, e in zip(specs["start"].to_pylist(), specs["stop"].to_pylist())]
-    return pa.concat_tables(tables)
+PART_BYTES = 64 * 1024**2  # an actor writes a part when a shard's images held in memory pass this
 
 
 class GenerateAndWrite:
-    """The actor: an ImageGenerator whose outputs go straight into per-shard part files. Only a small
-    summary (shard, position, failed or not) travels back, so image bytes never cross the object store."""
+    """The actor: one call per shard. It reads the shard's prompt rows, runs the generator over them in
+    batches of ``generate.batch_size`` cut from the shard's first row, and writes the outputs as part
+    files of the shard (one per shard, or one per ``PART_BYTES`` of images). Only a small summary
+    (shard, position, failed or not) travels back, so image bytes never cross the object store.
 
-    def __init__(self, model_source, cfg, out_uri, shard_size, cache_dir=None, faults=None):
+    One call per shard, not per batch: Ray Data's per-call work (slicing the block, converting it to
+    numpy, shaping the output) and a part file per batch cost more than encoding the images when the
+    model is fast, and a shard always reaching one actor whole makes its batches the same in every run."""
+
+    def __init__(self, model_source, cfg, out_uri, shard_size, source, cache_dir=None, faults=None,
+                 generator_cls=ImageGenerator):
         faults = faults or {}
-        self.gen = ImageGenerator(model_source, cfg, cache_dir, inject_row_failures=faults.get("fail_seeds", ()))
+        self.gen = generator_cls(model_source, cfg, cache_dir, inject_row_failures=faults.get("fail_seeds", ()))
         self.out_uri = out_uri
         self.shard_size = shard_size
+        self.batch_size = cfg.batch_size
+        self.source = source
         self.crash_after = faults.get("crash_after")
         self.batches = 0
 
@@ -93,20 +100,35 @@ class GenerateAndWrite:
         log.warning("fault injection: actor pid %d exits after %d batches", os.getpid(), self.batches)
         os._exit(17)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._maybe_crash()
-        out = self.gen(batch)
-        out[POS] = batch[POS]
-        shards = np.asarray(batch[POS]) // self.shard_size
-        table = pa.table({k: (v.tolist() if v.dtype == object else v) for k, v in out.items()})
-        for shard in np.unique(shards):
-            write_part(self.out_uri, int(shard), table.filter(pa.array(shards == shard)))
-        self.batches += 1
-        return {
-            "shard": shards.astype(np.int64),
-            POS: np.asarray(batch[POS], dtype=np.int64),
-            "failed": np.array([e is not None for e in out[ERROR_COLUMN]]),
-        }
+    def _shard(self, shard: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.source.read_rows(start, stop)
+        pending: list[pa.Table] = []
+        held = 0
+        failed = np.zeros(rows.num_rows, dtype=bool)
+        for lo in range(0, rows.num_rows, self.batch_size):
+            self._maybe_crash()
+            part = rows.slice(lo, self.batch_size)
+            out = self.gen({c: part.column(c).to_numpy(zero_copy_only=False) for c in part.column_names})
+            out[POS] = part.column(POS).to_numpy()
+            failed[lo:lo + part.num_rows] = [e is not None for e in out[ERROR_COLUMN]]
+            pending.append(pa.table({k: (v.tolist() if v.dtype == object else v) for k, v in out.items()}).cast(PART_SCHEMA))
+            held += sum(len(b) for b in out["image"])
+            self.batches += 1
+            if held >= PART_BYTES:
+                write_part(self.out_uri, shard, pa.concat_tables(pending))
+                pending, held = [], 0
+        if pending:
+            write_part(self.out_uri, shard, pa.concat_tables(pending))
+        return rows.column(POS).to_numpy(), failed
+
+    def __call__(self, specs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shards, positions, failures = [], [], []
+        for shard, start, stop in zip(specs["shard"], specs["start"], specs["stop"]):
+            pos, failed = self._shard(int(shard), int(start), int(stop))
+            shards.append(np.full(len(pos), int(shard), dtype=np.int64))
+            positions.append(pos.astype(np.int64))
+            failures.append(failed)
+        return {"shard": np.concatenate(shards), POS: np.concatenate(positions), "failed": np.concatenate(failures)}
 
 
 class ShardCommitter:
@@ -129,13 +151,15 @@ def _compute(cfg: GenerateConfig):
     return ray.data.ActorPoolStrategy(size=cfg.num_actors)
 
 
-def _generate_stage(ds, plan: Plan, out_uri: str, model_source: str, cfg: GenerateConfig, cache_dir, runtime_env):
+def _generate_stage(ds, plan: Plan, source: PromptSource, out_uri: str, model_source: str, cfg: GenerateConfig,
+                    cache_dir, runtime_env, generator_cls):
     return ds.map_batches(
         GenerateAndWrite,
         fn_constructor_kwargs=dict(model_source=model_source, cfg=cfg, out_uri=out_uri, shard_size=plan.shard_size,
-                                   cache_dir=cache_dir, faults=fault_plan(cfg)),
+                                   source=source, cache_dir=cache_dir, faults=fault_plan(cfg),
+                                   generator_cls=generator_cls),
         compute=_compute(cfg),
-        batch_size=cfg.batch_size,
+        batch_size=1,  # one shard spec per call: the actor reads and batches the shard's rows itself
         batch_format="numpy",
         num_gpus=cfg.num_gpus_per_actor,
         num_cpus=cfg.num_cpus_per_actor,
@@ -151,7 +175,8 @@ def _generate_stage(ds, plan: Plan, out_uri: str, model_source: str, cfg: Genera
 
 
 def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: str, model_source: str,
-                  cfg: GenerateConfig, cache_dir: str | None, progress: bool, worker_env: dict | None) -> int:
+                  cfg: GenerateConfig, cache_dir: str | None, progress: bool, worker_env: dict | None,
+                  generator_cls: type = ImageGenerator) -> int:
     """Generate the shards in ``todo``; returns images made. Shards are committed as they complete."""
     import ray
 
@@ -170,14 +195,11 @@ def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: st
     ).remote()
     specs = [{"shard": i, "start": plan.bounds(i)[0], "stop": plan.bounds(i)[1]} for i in todo]
     ds = ray.data.from_items(specs, override_num_blocks=len(specs))
-    # Reading prompt rows is a footnote next to diffusion: 0 CPUs, so it never waits behind the actors.
-    ds = ds.map_batches(read_shard_rows, fn_kwargs={"source": source}, batch_size=1, batch_format="pyarrow",
-                        num_cpus=0, runtime_env=runtime_env)
     with warnings.catch_warnings():
         # Ray 2.60 has no named parameter for max_restarts / max_task_retries of map_batches actors; the
         # keyword form still works and is the documented way (it warns that it moves in 2.64).
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        ds = _generate_stage(ds, plan, out_uri, model_source, cfg, cache_dir, runtime_env)
+        ds = _generate_stage(ds, plan, source, out_uri, model_source, cfg, cache_dir, runtime_env, generator_cls)
 
     seen: dict[int, set[int]] = {}
     pending: dict[int, Any] = {}
@@ -260,13 +282,15 @@ def _json_line(obj: dict) -> str:
 
 def generate_dataset(prompts, out_uri: str, model_source: str, cfg: GenerateConfig, *,
                      cache_dir: str | None = None, progress: bool = True,
-                     worker_env: dict[str, str] | None = None) -> dict:
+                     worker_env: dict[str, str] | None = None, generator_cls: type = ImageGenerator) -> dict:
     """Generate one image per prompt row into ``out_uri`` (local or s3://); resumable.
 
     ``prompts``: a folder URI of PROMPT_SCHEMA Parquet files, or a ``pyarrow.Table``. Needs a connected
     Ray (``dft.cluster.connect``); never shuts it down. ``worker_env``: extra environment variables for the
     workers (e.g. S3 credentials where workers have no role); the S3 endpoint, region and model cache
-    variables of the driver are forwarded by themselves. Returns counts: rows, images, failures, shards,
+    variables of the driver are forwarded by themselves. ``generator_cls``: what each actor builds to turn
+    prompt rows into sample rows, called like ``ImageGenerator`` (the default); the pipeline-overhead
+    benchmark passes a stand-in that returns a fixed image. Returns counts: rows, images, failures, shards,
     shards_generated, bytes, seconds, images_per_s. Raises GenerationFailed when the failed share of
     rows passes ``cfg.max_failures_fraction`` (after writing failures.jsonl and the manifest)."""
     from dft.models.sources import resolve_model_source
@@ -277,11 +301,6 @@ def generate_dataset(prompts, out_uri: str, model_source: str, cfg: GenerateConf
     source = prompt_source(folder)
     resolve_model_source(model_source, cache_dir=cache_dir)  # a bad source fails here, before any actor
     plan = make_plan(source, model_source, cfg)
-    if cfg.shard_size < cfg.batch_size:
-        # Ray Data bundles blocks until a batch is full: shards smaller than a batch share batches in the order
-        # they arrive, so a row's batch-mates (and its last bit of rounding) may change between runs.
-        log.warning("generate.shard_size (%d) < batch_size (%d): images stay within one level of 255 across "
-                    "re-runs but may not be byte-identical", cfg.shard_size, cfg.batch_size)
     resumed = check_or_write_plan(plan, out_uri)
     markers = committed_shards(out_uri)
     todo = [i for i in range(plan.num_shards) if i not in markers]
@@ -291,7 +310,8 @@ def generate_dataset(prompts, out_uri: str, model_source: str, cfg: GenerateConf
         storage.remove(parts_uri(out_uri, i), recursive=True)
     made = 0
     if todo:
-        made = _run_pipeline(plan, source, todo, out_uri, model_source, cfg, cache_dir, progress, worker_env)
+        made = _run_pipeline(plan, source, todo, out_uri, model_source, cfg, cache_dir, progress, worker_env,
+                             generator_cls)
         markers = committed_shards(out_uri)
     storage.remove(storage.join(out_uri, "_parts"), recursive=True)
     seconds = time.perf_counter() - t0

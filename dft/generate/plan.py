@@ -52,20 +52,25 @@ class PromptSource:
     groups: list[RowGroup]
     rows: int
     fingerprint: str
+    # The row group read last: consecutive shards mostly fall in the same one (a row group of the prompts
+    # stage holds ~65k rows, a shard 1k), and decoding it again for each shard cost more than the shard's work.
+    _last: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _row_group(self, g: RowGroup) -> pa.Table:
+        if self._last is None or self._last[0] != (g.uri, g.group):
+            self._last = ((g.uri, g.group), _open(g.uri).read_row_group(g.group, columns=PROMPT_SCHEMA.names))
+        return self._last[1]
 
     def read_rows(self, start: int, stop: int) -> pa.Table:
         """Rows [start, stop) of the table, reading only the row groups that overlap."""
         starts = [g.start for g in self.groups]
         i = max(0, bisect.bisect_right(starts, start) - 1)
         pieces = []
-        cache: dict[str, pq.ParquetFile] = {}
         while i < len(self.groups) and self.groups[i].start < stop:
             g = self.groups[i]
             lo, hi = max(start, g.start), min(stop, g.start + g.rows)
             if hi > lo:
-                pf = cache.get(g.uri) or cache.setdefault(g.uri, _open(g.uri))
-                t = pf.read_row_group(g.group, columns=PROMPT_SCHEMA.names)
-                pieces.append(t.slice(lo - g.start, hi - lo))
+                pieces.append(self._row_group(g).slice(lo - g.start, hi - lo))
             i += 1
         table = pa.concat_tables(pieces).cast(PROMPT_SCHEMA) if pieces else PROMPT_SCHEMA.empty_table()
         return table.append_column("_pos", pa.array(range(start, start + table.num_rows), pa.int64()))

@@ -274,7 +274,7 @@ def train_loop_per_worker(config: dict) -> None:
     stream = BatchStream(ray.train.get_dataset_shard("train"), cfg, engine.device, epoch, position, gen, empty_ids)
     batches = iter(stream)
     logs = Logs(cfg, config.get("tb_uri"), config.get("run_name", "dft"), rank)
-    window = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}
+    window = {"loss": 0.0, "n": 0, "samples": 0, "data_s": 0.0, "t": time.perf_counter()}
     last_saved = {"step": step}
     preemption = {"saved": False}  # one checkpoint per notice, as Ray's pattern does
     per_micro = cfg.batch_size * world
@@ -284,6 +284,7 @@ def train_loop_per_worker(config: dict) -> None:
         n = max(window["n"], 1)
         m = {"step": stats.step, "loss": window["loss"] / n, "lr": stats.lr, "grad_norm": stats.grad_norm,
              "samples_per_s": window["samples"] / dt if dt > 0 else 0.0, "steps_per_s": n / dt if dt > 0 else 0.0,
+             "ingest_share": window["data_s"] / dt if dt > 0 else 0.0,  # of the window, waiting for batches
              "epoch": stream.epoch, "samples_seen": samples_seen_now[0], **timing}
         return m
 
@@ -317,6 +318,7 @@ def train_loop_per_worker(config: dict) -> None:
         window["loss"] += stats.loss
         window["n"] += 1
         window["samples"] += stats.samples
+        window["data_s"] += stats.data_seconds
         if ema is not None:
             ema.update(trainable_named_parameters(engine.module))
         if cfg.fault_inject_step == s and rank == world - 1:
@@ -343,7 +345,7 @@ def train_loop_per_worker(config: dict) -> None:
             else:
                 ray.train.report(m)
             # After the report (and save): samples/s measures training, not checkpointing.
-            window.update(loss=0.0, n=0, samples=0, t=time.perf_counter())
+            window.update(loss=0.0, n=0, samples=0, data_s=0.0, t=time.perf_counter())
 
     try:
         last = run_steps(DeepSpeedBackend(engine, world), batches, start_step=step, max_steps=cfg.max_steps,

@@ -227,6 +227,7 @@ class StepStats:
     grad_norm: float | None
     samples: int  # samples of this step, all workers together
     seconds: float
+    data_seconds: float = 0.0  # of ``seconds``, the time spent waiting for the batch iterator (the ingest)
 
     @property
     def samples_per_s(self) -> float:
@@ -253,17 +254,20 @@ def run_steps(
     while step < max_steps:
         t0 = time.perf_counter()
         losses = []
+        waited = 0.0
         for _ in range(grad_accum):
+            t_data = time.perf_counter()
             try:
                 batch = next(batches)
             except StopIteration as exc:
                 raise DataExhausted(f"the batch iterator ended at step {step} of {max_steps}") from exc
+            waited += time.perf_counter() - t_data
             losses.append(backend.forward_backward(batch, step + 1))
         grad_norm = backend.optimizer_step()
         step += 1
         if on_step is not None:
             on_step(StepStats(step, sum(losses) / len(losses), backend.lr(), grad_norm,
-                              samples_per_micro_step * grad_accum, time.perf_counter() - t0))
+                              samples_per_micro_step * grad_accum, time.perf_counter() - t0, waited))
     return step
 
 
