@@ -128,7 +128,9 @@ def test_node_lost_without_notice(local_cluster, jobs_for, s3_server):
     assert jobs.wait(sid, timeout=600) == "FAILED"
     text = " ".join(jobs.logs(sid).split())
     assert "training failed and train.max_failures=0 allows no further restart" in text, text[-3000:]
-    assert "re-submit the same job to resume from it" in text and "Traceback" not in text
+    assert "re-submit the same job to resume from it" in text
+    # The driver ends with that line, not a traceback (Ray's controller logs its own worker errors).
+    assert 'jobs/finetune.py", line' not in text and 'dft/train/job.py", line' not in text
 
 
 def test_a_state_api_that_answers_nothing_does_not_tear_down_the_run(local_cluster, jobs_for, s3_run):
