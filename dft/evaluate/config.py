@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from dft.config.base import Section
+from dft.config.base import Section, check_shares
 
 
 class ReaderConfig(Section):
@@ -90,12 +90,7 @@ class EvaluateConfig(Section):
                 raise ValueError(f"evaluate.intersections[{i}]: needs at least 2 distinct attributes; got {parts!r}")
         for attr, shares in self.targets.items():
             field = f"evaluate.targets.{attr}"
-            for g, v in shares.items():
-                if not v >= 0:
-                    raise ValueError(f"{field}.{g}: a share must be >= 0; got {v!r}")
-            total = sum(shares.values())
-            if abs(total - 1.0) > 1e-6:
-                raise ValueError(f"{field}: shares must sum to 1 (within 1e-6); got {total:.6g} from {shares!r}")
+            check_shares(field, shares)
             parts = attr.split(JOINT)
             known = declared.get(attr)
             if known is None and len(parts) > 1 and all(p in declared for p in parts):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from dft.config.base import Section
+from dft.config.base import Section, check_shares
 
 ATTRIBUTES = ("ethnicity", "gender", "age", "profession")
 
@@ -51,12 +51,7 @@ class PromptsConfig(Section):
     @model_validator(mode="after")
     def _targets_are_shares(self):
         for attr, shares in self.targets.items():
-            for value, share in shares.items():
-                if not share >= 0:
-                    raise ValueError(f"prompts.targets.{attr}.{value}: a share must be >= 0; got {share!r}")
-            total = sum(shares.values())
-            if abs(total - 1.0) > 1e-6:
-                raise ValueError(f"prompts.targets.{attr}: shares must sum to 1 (within 1e-6); got {total:.6g} from {shares!r}")
+            check_shares(f"prompts.targets.{attr}", shares)
         return self
 
     @model_validator(mode="after")
