@@ -47,15 +47,17 @@ class Pipeline:
     def __init__(self):
         self.die: dict[str, int] = {}
 
-    def __call__(self, plan, source, todo, out_uri, model_source, cfg, cache_dir, progress, worker_env):
-        actor = job.GenerateAndWrite(model_source, cfg, out_uri, plan.shard_size, cache_dir, faults=job.fault_plan(cfg))
+    def __call__(self, plan, source, todo, out_uri, model_source, cfg, cache_dir, progress, worker_env,
+                 generator_cls=None):  # noqa: ARG002 (job.ImageGenerator is patched)
+        actor = job.GenerateAndWrite(model_source, cfg, out_uri, plan.shard_size, source, cache_dir,
+                                     faults=job.fault_plan(cfg), generator_cls=job.ImageGenerator)  # MadeUpPixels here
         made = 0
         for n, index in enumerate(todo):
             if self.die.get(out_uri.rstrip("/").rsplit("/", 1)[-1]) == n:
                 raise RuntimeError(f"the generation actor died after {n} shard(s) (test)")
             start, stop = plan.bounds(index)
-            rows = source.read_rows(start, stop)
-            out = actor({c: rows.column(c).to_numpy(zero_copy_only=False) for c in rows.column_names})
+            # One actor call per shard, as the stage's map_batches makes it.
+            out = actor({"shard": np.array([index]), "start": np.array([start]), "stop": np.array([stop])})
             commit_shard(out_uri, index, start, stop, plan.formats)
             made += int((~out["failed"]).sum())
         return made
