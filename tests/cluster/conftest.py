@@ -5,6 +5,7 @@ exactly the processes it started."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 
 import pytest
@@ -28,6 +29,7 @@ def local_cluster(request):
         pids = [n["pid"] for n in c.load()["nodes"].values()] if c.state_file.exists() else []
         c.down()
         assert not [p for p in pids if raylocal._alive(p)], "a node outlived down()"
+        shutil.rmtree(c.root, ignore_errors=True)  # its temp dirs and logs (job logs are in the test output)
 
 
 @pytest.fixture
