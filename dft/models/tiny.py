@@ -14,15 +14,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TinySpec:
-    resolution: int
-    vae_channels: tuple[int, ...]
-    latent_channels: int
-    unet_channels: tuple[int, ...]
-    text_dim: int
-    text_layers: int
-    seed: int = 0
+class SpecBase:
+    """What every built-in spec derives from its fields (a dataclass with resolution and vae_channels)."""
 
     @property
     def latent_size(self) -> int:
@@ -30,6 +23,17 @@ class TinySpec:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TinySpec(SpecBase):
+    resolution: int
+    vae_channels: tuple[int, ...]
+    latent_channels: int
+    unet_channels: tuple[int, ...]
+    text_dim: int
+    text_layers: int
+    seed: int = 0
 
 
 SPECS = {

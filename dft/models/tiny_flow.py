@@ -10,12 +10,14 @@ The FLUX model has a guidance embedding (as FLUX.1-dev), so that code path is ex
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+
+from dft.models.tiny import SpecBase
 
 
 @dataclass(frozen=True)
-class FlowSpec:
+class FlowSpec(SpecBase):
     resolution: int = 32
     vae_channels: tuple[int, ...] = (16, 32)  # 2x downsampling: 32 px -> 16x16 latents
     latent_channels: int = 4
@@ -27,13 +29,6 @@ class FlowSpec:
     head_dim: int = 16
     layers: int = 1
     seed: int = 0
-
-    @property
-    def latent_size(self) -> int:
-        return self.resolution // (2 ** (len(self.vae_channels) - 1))
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 FLOW_SPECS = {"tiny": FlowSpec()}

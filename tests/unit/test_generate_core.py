@@ -27,14 +27,8 @@ def _pixels(data: bytes) -> np.ndarray:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one thread is 5x faster than fighting over two."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_thread(one_torch_thread):
+    """Every test of this module on one torch thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,8 @@ from dft.prompts.table import neutral_table
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_thread(one_torch_thread):
+    """Every test of this module on one torch thread (tests/conftest.py)."""
 
 
 def _batch(n=3):
