@@ -80,11 +80,26 @@ def test_html_in_headless_chromium(report, tmp_path):
     assert p.rows >= metrics_rows + 1  # header + one row per attribute and metric (+ unreadable rate)
     assert len(p.imgs) >= 4 + 3 * 2  # sheets + per-attribute metric charts and distributions
     assert "a photo of a doctor" in dom
-    shot = tmp_path / "shot.png"
-    subprocess.run(args + ["--window-size=1200,1600", f"--screenshot={shot}", url], capture_output=True, timeout=120)
-    img = Image.open(shot).convert("RGB")
-    colours = img.getcolors(maxcolors=1 << 20)
-    assert colours is not None and len(colours) > 500  # rendered text and chart bars, not a blank page
+    blank = tmp_path / "blank.html"
+    blank.write_text("<html><body></body></html>")
+
+    def ink(page: str) -> tuple[float, int]:
+        """Share of pixels that are not white, and the number of distinct colours, in a screenshot of `page`."""
+        shot = tmp_path / "shot.png"
+        shot.unlink(missing_ok=True)
+        subprocess.run(args + ["--window-size=1200,1600", f"--screenshot={shot}", page], capture_output=True, timeout=120)
+        img = Image.open(shot).convert("RGB")
+        colours = img.getcolors(maxcolors=1 << 22)
+        white = sum(n for n, c in colours if min(c) >= 250)
+        return 1 - white / (img.width * img.height), len(colours)
+
+    # the same browser, the same window, a page with nothing on it: what "blank" looks like on this machine
+    blank_ink, blank_colours = ink(blank.as_uri())
+    report_ink, report_colours = ink(url)
+    # rendered text, tables and chart bars: several per cent of the window inked, in many colours (the CI machine's
+    # fonts gave 13% and ~470 colours), where the blank page has neither
+    assert report_ink > max(0.03, 10 * blank_ink), (report_ink, blank_ink)
+    assert report_colours > max(100, 10 * blank_colours), (report_colours, blank_colours)
 
 
 def test_report_shows_floor_and_a_heatmap_per_model_for_an_intersection(tmp_path):
