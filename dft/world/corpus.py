@@ -4,9 +4,13 @@ Two kinds of rows, both rendered with their true attributes known:
 - *explicit* rows: attributes drawn uniformly from the world's vocabularies, captioned with a
   template that names them all ("a photo of an adult dark-skinned woman working as a nurse"), so the
   model learns what each word looks like;
-- *neutral* rows: captioned "a photo of a {profession}" only, with images drawn from a skewed
-  distribution: ``light_share`` of light-skinned faces (the rest split evenly), and per profession
-  ``gender_share`` of its stereotyped gender. This is the bias the pipeline must remove.
+- *neutral* rows: captioned with one of several neutral phrasings that name the profession only
+  ("a photo of a {profession}", "a portrait of a {profession}", "a candid photo of a {profession}"),
+  with images drawn from one skewed distribution, the same for every phrasing: ``light_share`` of
+  light-skinned faces (the rest split evenly), and per profession ``gender_share`` of its stereotyped
+  gender. This is the bias the pipeline must remove. The fine-tuning's neutral caption (attribute
+  dropout) is the first phrasing only, so the others tell whether the change reaches beyond the
+  string that was trained.
 
 Written in the generation stage's layout (SAMPLE_SCHEMA Parquet and WebDataset shards, a manifest), so
 the fine-tuning stage reads it like any synthetic set, plus ``truth.parquet`` with the
@@ -36,7 +40,10 @@ from dft.world.render import Person, render_batch
 log = logging.getLogger(__name__)
 
 CORPUS_MODEL = "dft-world-renderer"
-NEUTRAL_TEMPLATE = "a photo of a {profession}"
+NEUTRAL_TEMPLATE = "a photo of a {profession}"  # the fine-tuning's neutral caption (dft.prompts.table)
+# Every neutral phrasing of the world (dft/prompts/vocab_world/neutral.txt lists the same, in this order):
+# the trained one first, then the held-out ones the fine-tuning never captions an image with.
+NEUTRAL_TEMPLATES = (NEUTRAL_TEMPLATE, "a portrait of a {profession}", "a candid photo of a {profession}")
 
 
 @dataclass(frozen=True)
@@ -48,10 +55,13 @@ class CorpusConfig:
     stereotype: dict = field(
         default_factory=lambda: {"doctor": "man", "nurse": "woman", "engineer": "man", "teacher": "woman"}
     )
+    neutral_templates: tuple[str, ...] = NEUTRAL_TEMPLATES
     seed: int = 0
     shard_size: int = 1000
 
     def __post_init__(self):
+        if not self.neutral_templates or any("{profession}" not in t for t in self.neutral_templates):
+            raise ValueError(f"world corpus: neutral_templates must each contain {{profession}}, got {self.neutral_templates!r}")
         if not 0 <= self.explicit_share <= 1 or not 0 <= self.light_share <= 1 or not 0 <= self.gender_share <= 1:
             raise ValueError("world corpus: shares must lie in [0, 1]")
         if set(self.stereotype) != set(A.PROFESSIONS) or not set(self.stereotype.values()) <= set(A.GENDERS):
@@ -80,6 +90,9 @@ def plan_corpus(cfg: CorpusConfig) -> CorpusRows:
     explicit = np.zeros(cfg.size, bool)
     explicit[:n_explicit] = True
     others = [e for e in A.ETHNICITIES if e != "light-skinned"]
+    # The phrasing of each neutral row comes from a stream of its own, so the people and pixels of the
+    # corpus do not depend on how many phrasings there are.
+    phrasing = np.random.default_rng([cfg.seed, 1]).integers(len(cfg.neutral_templates), size=cfg.size)
     for i in range(cfg.size):
         prof = professions[int(rng.integers(len(professions)))]
         if explicit[i]:
@@ -92,7 +105,7 @@ def plan_corpus(cfg: CorpusConfig) -> CorpusRows:
             eth = "light-skinned" if rng.random() < cfg.light_share else others[int(rng.integers(len(others)))]
             stereo = cfg.stereotype[prof]
             gender = stereo if rng.random() < cfg.gender_share else next(g for g in A.GENDERS if g != stereo)
-            template = NEUTRAL_TEMPLATE
+            template = cfg.neutral_templates[int(phrasing[i])]
             person = Person(eth, gender, prof)
             caption = render(template, {"profession": prof})
         people.append(person)
@@ -207,6 +220,8 @@ def write_shards(table: pa.Table, out_uri: str, shard_size: int, settings: str) 
 def corpus_counts(rows: CorpusRows) -> dict:
     """Shares of the neutral rows per profession: the bias put into the corpus."""
     out: dict = {"images": len(rows.people), "explicit": int(rows.explicit.sum()), "neutral": {}}
+    neutral = [t for t, e in zip(rows.templates, rows.explicit) if not e]
+    out["neutral_phrasings"] = {t: neutral.count(t) for t in sorted(set(neutral))}
     for prof in A.PROFESSIONS:
         sel = [p for p, e in zip(rows.people, rows.explicit) if not e and p.profession == prof]
         if sel:

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from dft.prompts.table import render
 from dft.schema import SAMPLE_SCHEMA
 from dft.world import attributes as A
 from dft.world.corpus import CorpusConfig, build_corpus, load_corpus_images
@@ -35,7 +36,7 @@ def test_schema_shards_and_idempotence(corpus):
 
 
 def test_explicit_captions_name_what_is_drawn(corpus):
-    _, out, _ = corpus
+    cfg, out, _ = corpus
     imgs, meta = load_corpus_images(out)
     truth = pq.read_table(f"{out}/truth.parquet").to_pydict()
     rows = meta.to_pylist()
@@ -50,7 +51,10 @@ def test_explicit_captions_name_what_is_drawn(corpus):
             assert eth in row["prompt"] and f" {gender} " in f" {row['prompt'].replace(',', ' ')} " and prof in row["prompt"]
         else:
             assert row["prompt_set"] == "neutral" and row["ethnicity"] is None and row["gender"] is None
-            assert row["prompt"] == row["neutral_prompt"] and row["prompt"].endswith(prof)
+            # one of the neutral phrasings; neutral_prompt is the fine-tuning's neutral caption, the first one
+            phrased = {render(t, {"profession": prof}): t for t in cfg.neutral_templates}
+            assert row["prompt"] in phrased and row["template"] == phrased[row["prompt"]], row["prompt"]
+            assert row["neutral_prompt"] == render(cfg.neutral_templates[0], {"profession": prof})
 
 
 def test_neutral_rows_follow_the_configured_skew(corpus):
@@ -68,6 +72,33 @@ def test_neutral_rows_follow_the_configured_skew(corpus):
     assert abs(np.mean(eth[explicit] == "light-skinned") - 1 / 3) < 0.07
     assert abs(np.mean(gender[explicit] == "man") - 0.5) < 0.07
     assert set(counts["neutral"]) == set(A.PROFESSIONS)
+
+
+def test_every_neutral_phrasing_carries_the_same_skew(corpus):
+    """The held-out phrasings are biased like the trained one, so a change on them is generalization."""
+    cfg, out, counts = corpus
+    imgs, meta = load_corpus_images(out)
+    truth = pq.read_table(f"{out}/truth.parquet").to_pydict()
+    template = np.array(meta.column("template").to_pylist())
+    eth, gender, prof = (np.array(truth[k]) for k in ("ethnicity", "gender", "profession"))
+    assert set(counts["neutral_phrasings"]) == set(cfg.neutral_templates) and len(cfg.neutral_templates) >= 3
+    for t in cfg.neutral_templates:
+        sel = template == t
+        assert sel.sum() >= 0.8 * counts["neutral_phrasings"][t] > 0
+        assert abs(np.mean(eth[sel] == "light-skinned") - cfg.light_share) < 0.1, t
+        assert abs(np.mean([g == cfg.stereotype[p] for g, p in zip(gender[sel], prof[sel])]) - cfg.gender_share) < 0.1, t
+
+
+def test_the_phrasings_do_not_move_the_pixels():
+    """Phrasings come from a stream of their own: one phrasing or three, the same people are drawn."""
+    from dft.world.corpus import plan_corpus
+
+    one = plan_corpus(CorpusConfig(size=200, neutral_templates=("a photo of a {profession}",)))
+    three = plan_corpus(CorpusConfig(size=200))
+    assert one.people == three.people and list(one.seeds) == list(three.seeds)
+    assert len({t for t, e in zip(three.templates, three.explicit) if not e}) == 3
+    with pytest.raises(ValueError, match="neutral_templates"):
+        CorpusConfig(neutral_templates=("a photo of a nurse",))
 
 
 def test_the_training_stage_finds_the_shards(corpus):
