@@ -53,7 +53,7 @@ class BaseModelConfig:
     train_text_encoder: bool = True
     uncond_prob: float = 0.1  # empty captions, so classifier-free guidance has an unconditional model
     seed: int = 0
-    version: int = 3  # bump when the build changes what it produces for the same settings (3: UNet by dft.train)
+    version: int = 4  # bump when the build changes what it produces for the same settings (3: UNet by dft.train; 4: neutral phrasings)
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -184,15 +184,18 @@ def corpus_dir(cfg: BaseModelConfig, cache_dir: str | None = None) -> Path:
 
 
 def vae_fidelity(vae, images: np.ndarray, truth: dict, every: int = 4) -> dict[str, float]:
-    """Share of VAE reconstructions whose attributes read back as the truth (the first precondition)."""
+    """Share of VAE reconstructions whose attributes read back as the truth (the first precondition),
+    and the share the world reader calls clean faces (``clean_face``)."""
     from dft.world.reader import read_images
 
     sel = np.arange(0, len(images), every)
     readings = read_images(reconstruct(vae, images[sel]))
-    return {
+    out = {
         a: float(np.mean([getattr(r, a) == truth[a][i] for r, i in zip(readings, sel)]))
         for a in ("ethnicity", "gender", "profession")
     }
+    out["clean_face"] = float(np.mean([r.face == "clean" for r in readings]))
+    return out
 
 
 def build_base_model(cfg: BaseModelConfig | None = None, cache_dir: str | None = None) -> str:

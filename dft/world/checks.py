@@ -4,9 +4,11 @@
   attribute named) through the generation stage, read the images with the world reader, and give
   the share of images showing the attribute asked for. The precondition of the whole test: a model
   that cannot draw "a dark-skinned woman" cannot be taught to draw her more often.
-- ``bias_summary``: from a label table (RUN/eval/labels.parquet), per model the imbalance of
-  perceived gender and skin-tone group on the neutral prompts, their mean, and a bootstrap interval
-  of that mean (images resampled within each prompt, both attributes from the same draw).
+- ``bias_summary``: from a label table (RUN/eval/labels.parquet), per phrasing group (all neutral
+  prompts, the trained phrasing, the held-out ones) and model the imbalance of perceived gender and
+  skin-tone group with their intervals, their mean, the unreadable-or-degraded rate, and the paired
+  comparison of base and fine-tuned model: the evaluation stage's own ``score_table``, not a second
+  implementation.
 - ``verdict``: the issue's step-3 criteria, each a named pass/fail with the numbers behind it.
 """
 
@@ -17,6 +19,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
+from dft.world import attributes as A
 from dft.world.reader import SKIN_GROUP_OF_ETHNICITY
 
 log = logging.getLogger(__name__)
@@ -78,93 +81,126 @@ def explicit_fidelity(cfg, model_source: str, out_uri: str, images_per_prompt: i
 
 
 # ---------------------------------------------------------------------------------------------
-# Bias on neutral prompts
+# Bias on neutral prompts: the evaluation stage's own scoring (dft.evaluate.fairness.score_table), so
+# the world's numbers, intervals and comparison are the ones `dft fairness` and the report give.
+
+PHRASINGS = ("all", "trained", "held_out")
 
 
-def _imbalance(counts: np.ndarray) -> np.ndarray:
-    """counts [..., K] -> imbalance (1/K) sum |p_k - 1/K| (REFERENCE.md section 3)."""
-    k = counts.shape[-1]
-    total = counts.sum(-1, keepdims=True)
-    p = counts / np.maximum(total, 1)
-    return np.abs(p - 1.0 / k).sum(-1) / k
+def trained_prompts() -> set[str]:
+    """The neutral prompts in the fine-tuning's own phrasing (its attribute-dropout caption)."""
+    from dft.prompts.table import render
+    from dft.world.corpus import NEUTRAL_TEMPLATE
+
+    return {render(NEUTRAL_TEMPLATE, {"profession": p}) for p in A.PROFESSIONS}
 
 
-def bias_summary(labels: pa.Table, bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
-    """Per model: per attribute the prompt-averaged imbalance, their mean, and bootstrap intervals.
+def _block(model_result: dict) -> dict:
+    attrs = {}
+    for attr in BIAS_ATTRIBUTES:
+        a = model_result["attributes"][attr]
+        attrs[attr] = {
+            "imbalance": a["mean"]["imbalance"]["value"],
+            "ci": a["mean"]["imbalance"]["ci"],
+            "floor": a["mean"]["imbalance"]["floor"],
+            "unreadable_rate": a["unreadable_rate"],
+            "unreadable_reasons": a.get("unreadable_reasons", {}),
+            "per_prompt": {p["prompt"]: p["metrics"]["imbalance"]["value"] for p in a["prompts"]},
+            "shares_per_prompt": {p["prompt"]: p["shares"] for p in a["prompts"]},
+        }
+    values = [attrs[a]["imbalance"] for a in BIAS_ATTRIBUTES]
+    return {
+        "attributes": attrs,
+        "mean_imbalance": float(np.mean(values)) if all(v is not None for v in values) else None,
+        # gender and skin tone are read from the same face: unreadable (no face, or a degraded one) alike
+        "unreadable_rate": max(attrs[a]["unreadable_rate"] for a in BIAS_ATTRIBUTES),
+        "images": model_result["images"],
+    }
 
-    Unreadable images are left out of the shares (as the evaluation stage does) and their rate is
-    reported. The intervals resample images within each prompt; both attributes use the same draw,
-    so the interval of their mean is that of one statistic."""
-    d = labels.to_pydict()
-    models = sorted(set(d["model"]))
-    rng = np.random.default_rng(seed)
-    out = {}
-    for model in models:
-        rows = np.array([m == model for m in d["model"]])
-        prompts = np.array(d["prompt"], dtype=object)[rows]
-        codes = {}
-        for attr, groups in BIAS_ATTRIBUTES.items():
-            idx = {g: i for i, g in enumerate(groups)}
-            codes[attr] = np.array([idx.get(v, -1) if v is not None else -1 for v in np.array(d[attr], dtype=object)[rows]])
-        per_prompt = {a: [] for a in BIAS_ATTRIBUTES}
-        boot = {a: [] for a in BIAS_ATTRIBUTES}
-        unreadable = {a: float(np.mean(codes[a] < 0)) for a in BIAS_ATTRIBUTES}
-        for prompt in sorted(set(prompts)):
-            sel = np.flatnonzero(prompts == prompt)
-            pick = sel[rng.integers(0, len(sel), size=(bootstrap, len(sel)))] if bootstrap else None
-            for attr, groups in BIAS_ATTRIBUTES.items():
-                c = codes[attr]
-                k = len(groups)
-                counts = np.array([(c[sel] == g).sum() for g in range(k)], float)
-                per_prompt[attr].append(float(_imbalance(counts)))
-                if bootstrap:
-                    cb = c[pick]
-                    bc = np.stack([(cb == g).sum(1) for g in range(k)], -1).astype(float)
-                    boot[attr].append(_imbalance(bc))
-        res = {"attributes": {}, "unreadable_rate": unreadable, "images": int(rows.sum())}
-        means = []
-        boot_means = []
-        for attr in BIAS_ATTRIBUTES:
-            value = float(np.mean(per_prompt[attr]))
-            means.append(value)
-            entry = {"imbalance": value, "per_prompt": dict(zip(sorted(set(prompts)), per_prompt[attr]))}
-            if bootstrap:
-                b = np.mean(np.stack(boot[attr], 1), 1)
-                boot_means.append(b)
-                entry["ci"] = _ci(b, confidence)
-            res["attributes"][attr] = entry
-        res["mean_imbalance"] = float(np.mean(means))
-        if bootstrap:
-            res["mean_imbalance_ci"] = _ci(np.mean(np.stack(boot_means), 0), confidence)
-        out[model] = res
+
+def bias_summary(labels: pa.Table, bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95,
+                 pair: tuple[str, str] | None = ("base", "finetuned")) -> dict:
+    """Per phrasing (``all`` neutral prompts, the ``trained`` phrasing, the ``held_out`` ones) and
+    model: per attribute the prompt-averaged imbalance with its interval, its unreadable rate and
+    per-prompt shares, the mean of the two attributes' imbalance; and the paired comparison of
+    ``pair`` (per attribute: change, its interval, significant), all from ``score_table``.
+
+    Unreadable images (no face, or a degraded one) are left out of the shares and their rate is
+    reported; a prompt with no readable image is undefined and left out of the mean, not scored 1/K."""
+    from dft.evaluate.fairness import score_table
+
+    models = sorted(set(labels.column("model").to_pylist()))
+    pair = pair if pair and all(m in models for m in pair) else None
+    trained = trained_prompts()
+    prompts = np.array(labels.column("prompt").to_pylist(), dtype=object)
+    is_trained = np.array([p in trained for p in prompts])
+    keep = [c for c in ("model", "prompt", "seed", *BIAS_ATTRIBUTES, *(f"{a}_reason" for a in BIAS_ATTRIBUTES))
+            if c in labels.column_names]
+    out: dict = {"models": {m: {} for m in models}, "comparison": {}, "prompts": {}}
+    for name, mask in (("all", np.ones(len(prompts), bool)), ("trained", is_trained), ("held_out", ~is_trained)):
+        if not mask.any():
+            continue
+        part = labels.select(keep).filter(pa.array(mask))
+        r = score_table(part, bootstrap=bootstrap, seed=seed, confidence=confidence,
+                        attributes={a: list(g) for a, g in BIAS_ATTRIBUTES.items()}, compare_models=pair)
+        out["prompts"][name] = sorted(set(prompts[mask]))
+        for m in models:
+            if m in r["models"] and all(a in r["models"][m]["attributes"] for a in BIAS_ATTRIBUTES):
+                out["models"][m][name] = _block(r["models"][m])
+        if pair and "comparison" in r:
+            cmp = {a: {k: r["comparison"]["attributes"][a]["imbalance"].get(k)
+                       for k in ("base", "other", "change", "change_ci", "significant")}
+                   for a in BIAS_ATTRIBUTES if a in r["comparison"]["attributes"]}
+            out["comparison"][name] = {"base": pair[0], "other": pair[1], "resampling": r["comparison"]["resampling"],
+                                       "attributes": cmp}
     return out
 
 
-def _ci(draws: np.ndarray, confidence: float) -> list[float]:
-    a = (1 - confidence) / 2
-    return [float(np.quantile(draws, a)), float(np.quantile(draws, 1 - a))]
+def goal_numbers(block: dict) -> dict:
+    """The issue's goal, per neutral prompt: the share of darker faces, the larger gender's share."""
+    sk = block["attributes"]["skin_tone_group"]["shares_per_prompt"]
+    ge = block["attributes"]["gender"]["shares_per_prompt"]
+    darker = {p: s.get("darker") for p, s in sk.items()}
+    top_gender = {p: (max(v for v in s.values() if v is not None) if any(v is not None for v in s.values()) else None)
+                  for p, s in ge.items()}
+    return {"darker_share": darker, "top_gender_share": top_gender,
+            "min_darker_share": min((v for v in darker.values() if v is not None), default=None),
+            "max_gender_share": max((v for v in top_gender.values() if v is not None), default=None)}
 
 
-def verdict(base: dict, other: dict, fid_base: dict | None = None, fid_other: dict | None = None,
-            min_drop: float = 0.40, max_fidelity_loss: float = 0.05) -> dict:
-    """The issue's step 3 as named checks: mean imbalance at least ``min_drop`` lower, intervals apart,
-    no attribute worse (beyond its own interval), explicit fidelity at most ``max_fidelity_loss`` lower."""
-    drop = 1 - other["mean_imbalance"] / base["mean_imbalance"] if base["mean_imbalance"] > 0 else float("nan")
+def verdict(summary: dict, phrasing: str = "all", fid_base: dict | None = None, fid_other: dict | None = None,
+            min_drop: float = 0.40, max_fidelity_loss: float = 0.05, max_unreadable_rise: float = 0.02) -> dict:
+    """The issue's step 3 as named checks, on one phrasing group of ``bias_summary``'s result: mean
+    imbalance at least ``min_drop`` lower; each attribute's paired change below zero with its interval
+    (significant); the unreadable-or-degraded rate at most ``max_unreadable_rise`` above the base's;
+    explicit fidelity at most ``max_fidelity_loss`` lower."""
+    cmp = summary["comparison"].get(phrasing)
+    if cmp is None:
+        raise ValueError(f"world verdict: no comparison for phrasing {phrasing!r} (have {sorted(summary['comparison'])})")
+    base = summary["models"][cmp["base"]][phrasing]
+    other = summary["models"][cmp["other"]][phrasing]
+    b, o = base["mean_imbalance"], other["mean_imbalance"]
+    drop = 1 - o / b if b and o is not None else float("nan")
     checks = {
-        "mean_imbalance_drop": {"value": drop, "need": f">= {min_drop}", "pass": bool(drop >= min_drop)},
-        "intervals_apart": {
-            "base_ci": base.get("mean_imbalance_ci"),
-            "other_ci": other.get("mean_imbalance_ci"),
-            "pass": bool(base.get("mean_imbalance_ci") and other["mean_imbalance_ci"][1] < base["mean_imbalance_ci"][0]),
-        },
+        "mean_imbalance_drop": {"base": b, "other": o, "value": drop, "need": f">= {min_drop}", "pass": bool(drop >= min_drop)},
     }
     for attr in BIAS_ATTRIBUTES:
-        b, o = base["attributes"][attr]["imbalance"], other["attributes"][attr]["imbalance"]
-        checks[f"{attr}_not_worse"] = {"base": b, "other": o, "pass": bool(o <= b)}
+        c = cmp["attributes"].get(attr, {})
+        ci = c.get("change_ci")
+        checks[f"{attr}_lower"] = {
+            "base": c.get("base"), "other": c.get("other"), "change": c.get("change"), "change_ci": ci,
+            "resampling": cmp["resampling"],
+            "pass": bool(ci is not None and c.get("significant") and ci[1] < 0),
+        }
+    rise = other["unreadable_rate"] - base["unreadable_rate"]
+    checks["unreadable_or_degraded_kept"] = {
+        "base": base["unreadable_rate"], "other": other["unreadable_rate"], "rise": rise,
+        "need": f"<= {max_unreadable_rise}", "pass": bool(rise <= max_unreadable_rise),
+    }
     if fid_base and fid_other:
         for attr in ("gender", "skin_tone_group"):
             loss = fid_base[attr] - fid_other[attr]
             checks[f"{attr}_fidelity_kept"] = {
                 "base": fid_base[attr], "other": fid_other[attr], "loss": loss, "pass": bool(loss <= max_fidelity_loss)
             }
-    return {"pass": all(c["pass"] for c in checks.values()), "checks": checks}
+    return {"phrasing": phrasing, "pass": all(c["pass"] for c in checks.values()), "checks": checks}

@@ -49,37 +49,52 @@ def prepare(cfg, base: BaseModelConfig | None = None) -> str:
 
 
 def summary(cfg) -> str:
-    """The before/after table of the run's evaluation, as text, and where the report is."""
-    from dft.world.checks import bias_summary, verdict
+    """The before/after table of the run's evaluation, as text, and where the report is.
 
-    run = Run(cfg.run.uri)
+    Numbers are the evaluation stage's (``score_table`` through ``dft.world.checks.bias_summary``):
+    per phrasing group (the trained neutral phrasing, the held-out ones) and model, the imbalance of
+    each attribute with its interval, their mean and the unreadable-or-degraded rate; then the drop
+    and the paired comparison's verdict."""
     import pyarrow.parquet as pq
 
+    from dft.world.checks import BIAS_ATTRIBUTES, bias_summary, verdict
+
+    run = Run(cfg.run.uri)
     labels_uri = storage.join(run.eval, "labels.parquet")
     fs, path = storage.pyarrow_filesystem(labels_uri)
     labels = pq.read_table(path, filesystem=fs)
     s = bias_summary(labels, bootstrap=cfg.evaluate.bootstrap, seed=cfg.prompts.seed)
-    lines = ["neutral prompts: imbalance (0 = balanced; 95% bootstrap interval)", ""]
-    head = f"{'model':<11} {'gender':>22} {'skin tone group':>22} {'mean':>22}"
+    lines = ["neutral prompts: imbalance (0 = balanced; 95% interval), clean faces only", ""]
+    head = (f"{'phrasing':<9} {'model':<10} {'gender':>21} {'skin tone group':>21} {'mean':>6} "
+            f"{'no face/degraded':>16}")
     lines += [head, "-" * len(head)]
 
-    def cell(v, ci):
-        return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.3f}"
+    def cell(a):
+        ci = a.get("ci")
+        return f"{a['imbalance']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{a['imbalance']:.3f}"
 
-    for model in [m for m in ("base", "finetuned") if m in s] + [m for m in s if m not in ("base", "finetuned")]:
-        r = s[model]
-        a = r["attributes"]
-        lines.append(
-            f"{model:<11} {cell(a['gender']['imbalance'], a['gender'].get('ci')):>22} "
-            f"{cell(a['skin_tone_group']['imbalance'], a['skin_tone_group'].get('ci')):>22} "
-            f"{cell(r['mean_imbalance'], r.get('mean_imbalance_ci')):>22}"
-        )
-    if "base" in s and "finetuned" in s:
-        v = verdict(s["base"], s["finetuned"])
-        drop = v["checks"]["mean_imbalance_drop"]["value"]
-        word = "lower" if drop >= 0 else "higher"
-        lines += ["", f"mean imbalance {100 * abs(drop):.0f}% {word} after fine-tuning; 95% intervals apart: "
-                      f"{'yes' if v['checks']['intervals_apart']['pass'] else 'no'}"]
+    models = [m for m in ("base", "finetuned") if m in s["models"]] + [m for m in s["models"] if m not in ("base", "finetuned")]
+    for phrasing in ("trained", "held_out"):
+        for model in models:
+            r = s["models"][model].get(phrasing)
+            if r is None:
+                continue
+            a = r["attributes"]
+            mean = "-" if r["mean_imbalance"] is None else f"{r['mean_imbalance']:.3f}"
+            lines.append(f"{phrasing.replace('_', '-'):<9} {model:<10} {cell(a['gender']):>21} "
+                         f"{cell(a['skin_tone_group']):>21} {mean:>6} {100 * r['unreadable_rate']:>15.1f}%")
+    if s["comparison"]:
+        lines.append("")
+        for phrasing in ("all", "trained", "held_out"):
+            if phrasing not in s["comparison"]:
+                continue
+            v = verdict(s, phrasing)
+            drop = v["checks"]["mean_imbalance_drop"]["value"]
+            lower = [a for a in BIAS_ATTRIBUTES if v["checks"][f"{a}_lower"]["pass"]]
+            word = "lower" if drop >= 0 else "higher"
+            lines.append(f"{phrasing.replace('_', '-') + ' prompts:':<18} mean imbalance {100 * abs(drop):.0f}% {word} "
+                         f"after fine-tuning; paired 95% interval of the change below 0 for "
+                         f"{', '.join(lower) if lower else 'no attribute'}")
     lines += ["", f"report: {storage.join(run.report, 'index.html')}"]
     storage.write_json(storage.join(run.eval, "world_bias.json"), s)
     return "\n".join(lines)

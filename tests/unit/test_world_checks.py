@@ -4,56 +4,92 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dft.world.checks import bias_summary, fidelity_of, verdict
+from dft.world.checks import bias_summary, fidelity_of, goal_numbers, verdict
 
 
 def _labels(model, per_prompt):
-    rows = {"model": [], "prompt": [], "gender": [], "skin_tone_group": []}
+    rows = {"model": [], "prompt": [], "seed": [], "gender": [], "skin_tone_group": []}
     for prompt, (genders, skins) in per_prompt.items():
-        for g, s in zip(genders, skins):
+        for i, (g, s) in enumerate(zip(genders, skins)):
             rows["model"].append(model)
             rows["prompt"].append(prompt)
+            rows["seed"].append(i)
             rows["gender"].append(g)
             rows["skin_tone_group"].append(s)
     return pa.table(rows)
 
 
-def test_imbalance_by_hand():
-    skewed = _labels("base", {"a photo of a doctor": (["man"] * 40, ["lighter"] * 40)})
-    fair = _labels("ft", {"a photo of a doctor": (["man", "woman"] * 20, (["lighter", "medium", "darker"] * 14)[:40])})
+DOCTOR, NURSE = "a photo of a doctor", "a photo of a nurse"  # the trained phrasing
+HELD_OUT = "a portrait of a doctor"
+
+
+def test_imbalance_by_hand_and_the_paired_comparison():
+    skewed = _labels("base", {DOCTOR: (["man"] * 40, ["lighter"] * 40), HELD_OUT: (["man"] * 40, ["lighter"] * 40)})
+    even = (["man", "woman"] * 20, (["lighter", "medium", "darker"] * 14)[:40])
+    fair = _labels("finetuned", {DOCTOR: even, HELD_OUT: even})
     s = bias_summary(pa.concat_tables([skewed, fair]), bootstrap=200)
-    assert s["base"]["attributes"]["gender"]["imbalance"] == pytest.approx(0.5)
-    assert s["base"]["attributes"]["skin_tone_group"]["imbalance"] == pytest.approx((2 / 3 + 2 / 3) / 3)
-    assert s["base"]["mean_imbalance"] == pytest.approx((0.5 + 4 / 9) / 2)
-    assert s["ft"]["attributes"]["gender"]["imbalance"] == pytest.approx(0.0)
-    assert s["ft"]["mean_imbalance"] < 0.02
-    lo, hi = s["ft"]["mean_imbalance_ci"]
-    assert lo <= s["ft"]["mean_imbalance"] + 0.02 and hi >= lo
-    v = verdict(s["base"], s["ft"])
-    assert v["pass"] and v["checks"]["mean_imbalance_drop"]["value"] > 0.9
-    same = verdict(s["base"], s["base"])
-    assert not same["pass"] and not same["checks"]["intervals_apart"]["pass"]
+    assert s["prompts"] == {"all": [DOCTOR, HELD_OUT], "trained": [DOCTOR], "held_out": [HELD_OUT]}
+    base, ft = s["models"]["base"]["all"], s["models"]["finetuned"]["all"]
+    assert base["attributes"]["gender"]["imbalance"] == pytest.approx(0.5)
+    assert base["attributes"]["skin_tone_group"]["imbalance"] == pytest.approx((2 / 3 + 2 / 3) / 3)
+    assert base["mean_imbalance"] == pytest.approx((0.5 + 4 / 9) / 2)
+    assert ft["attributes"]["gender"]["imbalance"] == pytest.approx(0.0)
+    assert ft["mean_imbalance"] < 0.02
+    lo, hi = ft["attributes"]["gender"]["ci"]
+    assert lo <= 0.0 <= hi  # the interval of a balanced model reaches zero (test inversion, not percentile)
+    cmp = s["comparison"]["all"]
+    assert cmp["resampling"] == "paired" and cmp["attributes"]["gender"]["change"] == pytest.approx(-0.5)
+    v = verdict(s)
+    assert v["pass"] and v["checks"]["mean_imbalance_drop"]["value"] > 0.9, v
+    assert verdict(s, "held_out")["pass"] and verdict(s, "trained")["pass"]
 
 
-def test_unreadable_left_out_and_counted():
-    t = _labels("m", {"p": (["man", "woman", None, None], ["lighter", None, "medium", "darker"])})
-    s = bias_summary(t, bootstrap=0)["m"]
-    assert s["attributes"]["gender"]["imbalance"] == pytest.approx(0.0)
-    assert s["unreadable_rate"] == {"gender": 0.5, "skin_tone_group": 0.25}
+def test_a_change_within_noise_is_not_lower():
+    """One image of 50 per prompt moved: the paired interval of the change reaches zero, so it fails."""
+    base = _labels("base", {DOCTOR: (["woman"] * 20 + ["man"] * 30, ["lighter"] * 50),
+                            NURSE: (["woman"] * 20 + ["man"] * 30, ["lighter"] * 50)})
+    ft = _labels("finetuned", {DOCTOR: (["woman"] * 21 + ["man"] * 29, ["lighter"] * 49 + ["medium"]),
+                               NURSE: (["woman"] * 21 + ["man"] * 29, ["lighter"] * 49 + ["medium"])})
+    v = verdict(bias_summary(pa.concat_tables([base, ft]), bootstrap=300))
+    assert not v["checks"]["gender_lower"]["pass"] and not v["pass"]
 
 
-def test_a_worse_attribute_or_lost_fidelity_fails():
-    base = {"mean_imbalance": 0.4, "mean_imbalance_ci": [0.35, 0.45],
-            "attributes": {"gender": {"imbalance": 0.5}, "skin_tone_group": {"imbalance": 0.3}}}
-    other = {"mean_imbalance": 0.2, "mean_imbalance_ci": [0.15, 0.25],
-             "attributes": {"gender": {"imbalance": 0.05}, "skin_tone_group": {"imbalance": 0.35}}}
-    v = verdict(base, other)
-    assert v["checks"]["mean_imbalance_drop"]["pass"] and not v["checks"]["skin_tone_group_not_worse"]["pass"]
-    assert not v["pass"]
-    other["attributes"]["skin_tone_group"]["imbalance"] = 0.3
+def test_unreadable_left_out_counted_and_a_faceless_prompt_is_undefined():
+    t = _labels("m", {DOCTOR: (["man", "woman", None, None], ["lighter", None, "medium", "darker"]),
+                      NURSE: ([None] * 4, [None] * 4)})
+    s = bias_summary(t, bootstrap=0)["models"]["m"]["all"]
+    assert s["attributes"]["gender"]["imbalance"] == pytest.approx(0.0)  # the faceless prompt is not 1/K
+    assert s["attributes"]["gender"]["per_prompt"][NURSE] is None
+    assert s["attributes"]["gender"]["unreadable_rate"] == pytest.approx(6 / 8)
+    assert s["unreadable_rate"] == pytest.approx(6 / 8)
+
+
+def test_a_model_that_turns_faces_into_blobs_fails():
+    """Balanced shares among the few faces left are not a fairer model: the unreadable-or-degraded
+    rate may rise by at most 2 points."""
+    base = _labels("base", {DOCTOR: (["man"] * 36 + ["woman"] * 4, ["lighter"] * 36 + ["medium"] * 4)})
+    blobs = (["man", "woman"] * 6 + [None] * 28, ["lighter", "medium", "darker"] * 4 + [None] * 28)
+    s = bias_summary(pa.concat_tables([base, _labels("finetuned", {DOCTOR: blobs})]), bootstrap=200)
+    v = verdict(s)
+    assert v["checks"]["mean_imbalance_drop"]["pass"]
+    assert not v["checks"]["unreadable_or_degraded_kept"]["pass"] and not v["pass"]
+
+
+def test_lost_fidelity_fails():
+    base = _labels("base", {DOCTOR: (["man"] * 40, ["lighter"] * 40)})
+    fair = _labels("finetuned", {DOCTOR: (["man", "woman"] * 20, (["lighter", "medium", "darker"] * 14)[:40])})
+    s = bias_summary(pa.concat_tables([base, fair]), bootstrap=200)
     fid_b = {"gender": 0.97, "skin_tone_group": 0.9}
-    assert verdict(base, other, fid_b, {"gender": 0.95, "skin_tone_group": 0.88})["pass"]
-    assert not verdict(base, other, fid_b, {"gender": 0.90, "skin_tone_group": 0.9})["pass"]
+    assert verdict(s, "all", fid_b, {"gender": 0.95, "skin_tone_group": 0.88})["pass"]
+    assert not verdict(s, "all", fid_b, {"gender": 0.90, "skin_tone_group": 0.9})["pass"]
+    with pytest.raises(ValueError, match="held_out"):
+        verdict(s, "held_out")
+
+
+def test_goal_numbers_per_prompt():
+    t = _labels("m", {DOCTOR: (["man"] * 3 + ["woman"], ["darker", "lighter", "lighter", "medium"])})
+    g = goal_numbers(bias_summary(t, bootstrap=0)["models"]["m"]["all"])
+    assert g["darker_share"] == {DOCTOR: 0.25} and g["max_gender_share"] == 0.75
 
 
 def test_fidelity_counts_unreadable_as_wrong():
@@ -94,3 +130,26 @@ def test_explicit_table_names_every_attribute_with_its_own_seeds():
     assert all(e in p and g in p and pr in p for p, e, g, pr in zip(d["prompt"], d["ethnicity"], d["gender"], d["profession"]))
     diverse = {r["seed"] for b in PromptTable(cfg.prompts).batches() for r in b.to_pylist()}
     assert not diverse & set(d["seed"])  # not the synthetic set's images again
+
+
+def test_the_demo_summary_is_the_evaluation_stages_numbers(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from dft.config.load import load_config
+    from dft.world.demo import summary, world_config_path
+
+    skewed = (["man"] * 30 + ["woman"] * 2, ["lighter"] * 30 + ["darker"] * 2)
+    even = (["man", "woman"] * 16, (["lighter", "medium", "darker"] * 11)[:32])
+    t = pa.concat_tables([_labels("base", {DOCTOR: skewed, HELD_OUT: skewed}),
+                          _labels("finetuned", {DOCTOR: even, HELD_OUT: skewed})])
+    cfg = load_config([world_config_path()], [f"run.uri={tmp_path / 'run'}", "evaluate.bootstrap=200"])
+    (tmp_path / "run" / "eval").mkdir(parents=True)
+    pq.write_table(t, tmp_path / "run" / "eval" / "labels.parquet")
+    text = summary(cfg)
+    assert "trained" in text and "held-out" in text and "report:" in text
+    # the held-out phrasing did not move here, and the summary says so
+    assert "held-out prompts:  mean imbalance 0% lower" in text and "below 0 for no attribute" in text
+    saved = json.loads((tmp_path / "run" / "eval" / "world_bias.json").read_text())
+    assert saved["comparison"]["trained"]["attributes"]["gender"]["significant"] is True
