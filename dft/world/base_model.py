@@ -34,6 +34,8 @@ from dft.world.corpus import CorpusConfig
 
 log = logging.getLogger(__name__)
 
+BUILTIN_NAME = "world-base"  # the default config's model source name (pyproject.toml, dft.model_sources)
+
 
 @dataclass(frozen=True)
 class BaseModelConfig:
@@ -200,20 +202,18 @@ def build_base_model(cfg: BaseModelConfig | None = None, cache_dir: str | None =
 
     The default config is the built-in model source ``world-base``; other configs get their own
     cache folder."""
-    from dft.models.sources import _locked_materialize, resolve_model_source
-    from dft.world.builtin import BUILTIN_NAME, register_builtin_model
+    from dft.models.sources import locked_materialize, resolve_model_source
 
     if cfg is None or cfg == BaseModelConfig():
-        register_builtin_model()
         return resolve_model_source(BUILTIN_NAME, cache_dir=cache_dir)
     target = base_model_dir(cfg, cache_dir)
-    return str(_locked_materialize(target, lambda tmp: _train_into(cfg, tmp, cache_dir)))
+    return str(locked_materialize(target, lambda tmp: _train_into(cfg, tmp, cache_dir)))
 
 
 def describe_builtin() -> dict:
-    from dft.models.sources import _describe_tiny
+    from dft.models.builtins import describe_tiny
 
-    return {"world_base": BaseModelConfig().hash(), "init": _describe_tiny("sd", "small")()}
+    return {"world_base": BaseModelConfig().hash(), "init": describe_tiny("sd", "small")()}
 
 
 def build_builtin(folder: Path) -> None:
