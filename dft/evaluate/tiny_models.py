@@ -19,7 +19,7 @@ NUM_QUERY_TOKENS = 4
 
 def reader_texts() -> list[str]:
     """Every word the default reader prompts and questions use, plus the prompt vocabularies."""
-    from dft.evaluate.readers import DEFAULT_CLIP_CLASSES, DEFAULT_VQA_CLASSES, DEFAULT_VQA_QUESTIONS
+    from dft.evaluate.class_texts import DEFAULT_CLIP_CLASSES, DEFAULT_VQA_CLASSES, DEFAULT_VQA_QUESTIONS
     from dft.models.tiny import vocabulary_texts
 
     texts = list(vocabulary_texts())
