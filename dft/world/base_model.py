@@ -282,9 +282,7 @@ def _prepare_init(cfg: BaseModelConfig, init: Path, cdir: Path, cache_dir: str |
 
 
 def _train_into(cfg: BaseModelConfig, folder: Path, cache_dir: str | None) -> None:
-    import ray
-
-    from dft.cluster import connect
+    from dft.cluster import connect, node_resources
     from dft.train.stage import run_train
     from dft.world.corpus import build_corpus
 
@@ -300,7 +298,7 @@ def _train_into(cfg: BaseModelConfig, folder: Path, cache_dir: str | None) -> No
         init = _prepare_init(cfg, work / "init", cdir, cache_dir)
         t2 = time.time()
         connect()  # the caller's Ray if it has one, else an embedded local Ray
-        cpus = max(1, min(2, int(ray.cluster_resources().get("CPU", 1))))
+        cpus = max(1, min(2, int(sum(n.get("CPU", 0) for n in node_resources()) or 1)))
         tcfg = train_config(cfg, work / "init", cdir, work / "run", cpus, cache_dir)
         log.info("world base model: training the UNet and text encoder with the fine-tuning stage "
                  "(%d steps of %d, %d CPU threads) in %s", cfg.unet_steps, cfg.unet_batch, cpus, work)
