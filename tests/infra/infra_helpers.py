@@ -48,7 +48,9 @@ class Terraform:
             ["terraform", *args], cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=timeout
         )
         if check and res.returncode != 0:
-            raise AssertionError(f"terraform {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+            raise AssertionError(
+                f"terraform {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+            )
         return res
 
     def outputs(self) -> dict:

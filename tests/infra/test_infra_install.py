@@ -60,7 +60,7 @@ def test_presets_take_the_bucket_from_dft_bucket():
     """The bucket was hard-coded (s3://dft-runs) in four fields of a preset."""
     seen = 0
     for path in sorted((REPO / "jobs" / "configs").glob("*.yaml")):
-        def walk(node, field=""):
+        def walk(node, field="", path=path):
             nonlocal seen
             if isinstance(node, dict):
                 for k, v in node.items():

@@ -50,7 +50,10 @@ def test_plugin_reader_registered_from_its_module(batch):
             return out
 
     mod.Fixed = Fixed
-    code = "from dft.evaluate.registry import register_reader\nregister_reader('hats', Fixed, attributes=lambda cfg: Fixed.attributes)\n"
+    code = (
+        "from dft.evaluate.registry import register_reader\n"
+        "register_reader('hats', Fixed, attributes=lambda cfg: Fixed.attributes)\n"
+    )
     exec(code, mod.__dict__)
     sys.modules.pop(mod.__name__, None)
     cfg = ReaderConfig(kind="hats", module=mod.__name__, options={"answer": "no"})
