@@ -35,7 +35,7 @@ def test_builtin_kinds_are_registered():
 
 
 def test_plugin_reader_registered_from_its_module(batch):
-    """What the demo world does: a module registers a kind at import; the config names the module."""
+    """A plugin that is not an installed package: its module registers a kind at import; the config names it."""
     mod = types.ModuleType("dft_test_plugin_reader")
 
     class Fixed:

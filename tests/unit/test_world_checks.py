@@ -70,7 +70,7 @@ def test_fidelity_counts_unreadable_as_wrong():
 
 
 def test_world_base_is_a_model_source_and_prepare_leaves_other_sources_alone():
-    import dft.world  # noqa: F401  (registers world-base)
+    # world-base is an entry point (pyproject.toml): listed without importing dft.world.
     from dft.config.load import load_config
     from dft.models.sources import builtin_names
     from dft.world.demo import prepare, world_config_path
