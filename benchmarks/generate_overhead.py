@@ -37,7 +37,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (sets the environment and sys.path first)
-
 import numpy as np  # noqa: E402
 
 from dft.generate.core import ImageGenerator, settings_hash  # noqa: E402

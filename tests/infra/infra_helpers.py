@@ -13,7 +13,6 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[2]
 TF_ROOT = REPO / "infra" / "terraform"
 CLUSTER = REPO / "cluster"

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from infra_helpers import CLUSTER, REPO, TF_ROOT
 
 AWS_CONFIG = CLUSTER / "aws" / "dft-cluster.yaml"

@@ -7,10 +7,9 @@ import re
 import tomllib
 
 import yaml
+from infra_helpers import CLUSTER, REPO
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-from infra_helpers import CLUSTER, REPO
 
 CONSTRAINTS = CLUSTER / "constraints.txt"
 DOCKERFILE = CLUSTER / "kuberay" / "Dockerfile"

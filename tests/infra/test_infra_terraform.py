@@ -9,7 +9,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from infra_helpers import INSTANCE_TYPES, TF_ROOT, emulator_vars, preset_demands
 
 BUCKET_ONLY = dict(create_network=False, create_ray_iam=False, create_eks=False, bucket_force_destroy=True)

@@ -1,11 +1,9 @@
 """Planning, shard commits and readers, without Ray or a model: samples are made up here."""
 
 import hashlib
-import io
 import json
 import os
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest

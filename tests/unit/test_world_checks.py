@@ -1,6 +1,5 @@
 """The demo world's verdict arithmetic on label tables worked out by hand."""
 
-import numpy as np
 import pyarrow as pa
 import pytest
 

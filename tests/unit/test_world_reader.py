@@ -4,11 +4,11 @@ import itertools
 
 import numpy as np
 import pytest
+from world_stub import skin_tone_fn
 
 from dft.world import attributes as A
 from dft.world.reader import read_image, read_images
 from dft.world.render import Person, render_batch
-from world_stub import skin_tone_fn
 
 
 def _renders(n_each: int = 10, seed0: int = 1000):
