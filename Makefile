@@ -1,5 +1,5 @@
 # make demo: venv + install + the whole pipeline on the embedded default (local Ray, local disk, tiny models).
-# make test: venv + install + the test suite (CI runs this through .ci/run).
+# make test: venv + install + ruff (make lint) + the test suite (CI runs this through .ci/run).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 export DS_ACCELERATOR ?= cpu
 
-.PHONY: demo test test-all test-slow install clean bench bench-smoke
+.PHONY: demo test lint test-all test-slow install clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,7 +24,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dft demo
 
-test: $(STAMP)
+# ruff (pyproject.toml [tool.ruff]): pyflakes, pycodestyle, import order, bugbear. `make test` runs it first.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" --timeout=1800
 
 test-slow: $(STAMP)

@@ -32,7 +32,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (sets the environment and sys.path first)
-
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
@@ -118,7 +117,7 @@ def bench_skin_tone(images: int) -> None:
     from PIL import Image
 
     from dft.evaluate.config import ReaderConfig
-    from dft.evaluate.readers import build_reader
+    from dft.evaluate.registry import build_reader
     from dft.evaluate.skin_tone import MST_RGB, FaceSkinTone, skin_tone_from_pixels
     from dft.evaluate.synthetic_faces import paint_face
 
@@ -188,7 +187,7 @@ def _reader_cfg():
 def reader_bare(files: list[str]) -> dict:
     import pyarrow.parquet as pq
 
-    from dft.evaluate.readers import build_reader
+    from dft.evaluate.registry import build_reader
 
     t0 = time.perf_counter()
     cfg = _reader_cfg()

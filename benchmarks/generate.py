@@ -75,10 +75,9 @@ def ray_job(args) -> dict:
 
     import ray
 
-    from dft.generate.job import generate_dataset
-
     from dft.cluster import connect
     from dft.config.schema import RaySection
+    from dft.generate.job import generate_dataset
 
     logging.basicConfig(level=logging.WARNING)
     cpus = os.cpu_count() or 2

@@ -37,7 +37,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (sets the environment and sys.path first)
-
 import numpy as np  # noqa: E402
 
 from dft.generate.core import ImageGenerator, settings_hash  # noqa: E402
@@ -132,7 +131,8 @@ def bare(args) -> dict:
         images += table.num_rows
     seconds = time.perf_counter() - t0
     return {"rows": prompts.num_rows, "images": images, "shards": shards, "seconds": seconds, "cpu_s": cpu.stop(),
-            "rows_per_s": prompts.num_rows / seconds, "load": os.getloadavg()[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "rows_per_s": prompts.num_rows / seconds, "load": os.getloadavg()[0],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def stage(args) -> dict:
@@ -270,7 +270,8 @@ def main() -> None:
     )
     common.print_ratios(ratios)
     common.emit({"benchmark": "generate_overhead", "ratios": ratios, "rows": args.rows,
-                 "overhead_ms_per_row": med(overhead_ms), "overhead_cpu_ms_per_row": med(cpu_overhead_ms), "pairs": [{"bare": b, "stage": o} for b, o in pairs],
+                 "overhead_ms_per_row": med(overhead_ms), "overhead_cpu_ms_per_row": med(cpu_overhead_ms),
+                 "pairs": [{"bare": b, "stage": o} for b, o in pairs],
                  "memory": {"small_rows": args.mem_rows, "small_mb": mem_small, "big_mb": mem_big}})
 
 

@@ -137,7 +137,7 @@ def reader_rate(images: list[bytes]) -> float:
     import numpy as np
 
     from dft.evaluate.config import ReaderConfig
-    from dft.evaluate.readers import ReaderChain
+    from dft.evaluate.registry import ReaderChain
 
     chain = ReaderChain([ReaderConfig(kind="skin_tone")])
     t0 = time.perf_counter()

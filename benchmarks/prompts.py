@@ -72,7 +72,8 @@ def main() -> None:
     print(f"rows: {ours['rows']:,}")
     print(f"bare (list of dicts -> one table): {bare['seconds']:.1f} s, peak RSS {bare['peak_mb']:.0f} MB")
     print(f"dft  (streamed record batches)   : {ours['seconds']:.1f} s, peak RSS {ours['peak_mb']:.0f} MB")
-    print(f"time ratio dft/bare: {ours['seconds'] / bare['seconds']:.2f}   peak-memory ratio dft/bare: {ours['peak_mb'] / bare['peak_mb']:.2f}")
+    print(f"time ratio dft/bare: {ours['seconds'] / bare['seconds']:.2f}   "
+          f"peak-memory ratio dft/bare: {ours['peak_mb'] / bare['peak_mb']:.2f}")
     print(
         f"flat memory: peak growth at {small['rows']:,} rows {small['growth_mb']:.0f} MB, "
         f"at {ours['rows']:,} rows {ours['growth_mb']:.0f} MB (ratio {ours['growth_mb'] / max(small['growth_mb'], 1):.2f} for "

@@ -167,8 +167,10 @@ def main() -> None:
         "fine-tuning, 1 worker vs bare loop (median over pairs)",
         ["measure", "bare loop", "dft train"],
         [
-            ["samples/s", f"{med([b['samples_per_s'] for b, _ in pairs]):.2f}", f"{med([o['samples_per_s'] for _, o in pairs]):.2f}"],
-            ["ms per step", f"{1e3 * med([b['step_s'] for b, _ in pairs]):.1f}", f"{1e3 * med([o['step_s'] for _, o in pairs]):.1f}"],
+            ["samples/s", f"{med([b['samples_per_s'] for b, _ in pairs]):.2f}",
+             f"{med([o['samples_per_s'] for _, o in pairs]):.2f}"],
+            ["ms per step", f"{1e3 * med([b['step_s'] for b, _ in pairs]):.1f}",
+             f"{1e3 * med([o['step_s'] for _, o in pairs]):.1f}"],
             ["ingest share of step time", f"{100 * med([b['ingest_share'] for b, _ in pairs]):.2f}%",
              f"{100 * med([o['ingest_share'] for _, o in pairs]):.2f}%"],
             ["checkpoint save (s)", "-", f"{med([o['checkpoint_s'] for _, o in pairs]):.2f}"],

@@ -8,13 +8,13 @@
 
 from __future__ import annotations
 
-from dft.errors import DftError
 import datetime as _dt
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from dft import storage
+from dft.errors import DftError
 
 log = logging.getLogger(__name__)
 

@@ -179,7 +179,8 @@ def paint_portrait(tone: int, rng: np.random.Generator, size: int = 192) -> tupl
         cv2.ellipse(img, P(s * ex, ey), R(er, er * 0.55 * fw / fh), deg, 0, 360, sclera, -1)
         cv2.circle(img, P(s * ex, ey), max(1, int(er * 0.45 * fw)), iris, -1)
         cv2.circle(img, P(s * ex, ey), max(1, int(er * 0.2 * fw)), (12, 10, 8), -1)
-        cv2.ellipse(img, P(s * ex, ey), R(er * 1.05, er * 0.6 * fw / fh), deg, 190, 350, _scale(skin, 0.45), max(1, int(0.02 * fw)))
+        cv2.ellipse(img, P(s * ex, ey), R(er * 1.05, er * 0.6 * fw / fh), deg, 190, 350, _scale(skin, 0.45),
+                    max(1, int(0.02 * fw)))
         by = ey - rng.uniform(0.12, 0.2)
         cv2.ellipse(img, P(s * ex, by), R(er * 1.2, 0.03), deg + s * rng.uniform(-10, 10), 180, 360, brow_col,
                     max(1, int(rng.uniform(0.03, 0.07) * fw)))
@@ -240,7 +241,8 @@ def paint_no_face(rng: np.random.Generator, size: int = 192) -> np.ndarray:
     if kind == "scene":
         horizon = int(rng.uniform(0.4, 0.7) * size)
         img[:horizon] = _mix((120, 170, 230), _rand_colour(rng), 0.2)
-        pts = np.array([[0, size]] + [[x, horizon + int(rng.normal(0, 12))] for x in range(0, size + 1, 16)] + [[size, size]], np.int32)
+        ridge = [[x, horizon + int(rng.normal(0, 12))] for x in range(0, size + 1, 16)]
+        pts = np.array([[0, size]] + ridge + [[size, size]], np.int32)
         cv2.fillPoly(img, [pts], _mix((60, 120, 50), _rand_colour(rng), 0.3))
         cv2.circle(img, (int(rng.uniform(0.1, 0.9) * size), int(0.15 * size)), int(0.07 * size), (250, 230, 150), -1)
     elif kind == "texture":

@@ -60,7 +60,9 @@ def _tar_add(tar, name, data):
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_shards(out_dir: str, n: int = 32, shard_size: int = 16, size: int = 32, formats=("parquet", "webdataset")) -> list[dict]:
+def write_shards(
+    out_dir: str, n: int = 32, shard_size: int = 16, size: int = 32, formats=("parquet", "webdataset")
+) -> list[dict]:
     """Write RUN/synthetic-style shards (parquet/, webdataset/, manifest.json last) into a local folder."""
     all_rows = rows(n, size)
     shards = []

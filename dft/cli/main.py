@@ -318,7 +318,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "prompts":
         from dft.prompts.stage import run_prompts
-
         from dft.runs import StageConfigChanged
 
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dft.errors import DftError
 import copy
 import os
 import re
@@ -13,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from dft.config.schema import RunConfig
+from dft.errors import DftError
 
 
 class ConfigError(DftError, ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+
 from pydantic import Field, field_validator, model_validator
 
 from dft.config.base import Section

@@ -146,6 +146,8 @@ def parse_intersections(items: list[str]) -> list[list[str]]:
     for item in items:
         parts = [p.strip() for p in item.split(",") if p.strip()]
         if len(parts) < 2 or len(set(parts)) != len(parts):
-            raise LabelTableError(f"--intersect {item!r}: expected at least two distinct attribute names, e.g. gender,skin_tone_group")
+            raise LabelTableError(
+                f"--intersect {item!r}: expected at least two distinct attribute names, e.g. gender,skin_tone_group"
+            )
         out.append(parts)
     return out

@@ -246,9 +246,11 @@ def verdict(blocks: dict[str, dict], compared: str, ordered: bool, tolerance: fl
         text = f"not judged: fewer than two {compared} with images"
     elif failed:
         text = "; ".join(
-            f"{c['measure']} differs by {c['spread']:.2f} between {one} {c['worst']} ({c['max' if c['measure'] == 'unreadable' else 'min']:.2f}) "
+            f"{c['measure']} differs by {c['spread']:.2f} between {one} {c['worst']} "
+            f"({c['max' if c['measure'] == 'unreadable' else 'min']:.2f}) "
             f"and {c['best']} ({c['min' if c['measure'] == 'unreadable' else 'max']:.2f}), more than {tolerance:.2f}"
-            + (" (beyond chance)" if c["difference_ci"][0] is not None and c["difference_ci"][0] > 0 else " (within chance at this n)")
+            + (" (beyond chance)" if c["difference_ci"][0] is not None and c["difference_ci"][0] > 0
+               else " (within chance at this n)")
             for c in failed
         )
     else:

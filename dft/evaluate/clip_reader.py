@@ -12,15 +12,11 @@ import logging
 
 import numpy as np
 
+from dft.evaluate.batch import decode_batch, object_column
+from dft.evaluate.class_texts import DEFAULT_CLIP_CLASSES, classes_for
 from dft.evaluate.config import ReaderConfig
-from dft.evaluate.readers import (
-    DEFAULT_CLIP_CLASSES,
-    classes_for,
-    decode_batch,
-    load_hf_model,
-    object_column,
-    resolve_device,
-)
+from dft.evaluate.hf_models import load_hf_model, resolve_device
+from dft.evaluate.registry import ReaderPlugin
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +28,9 @@ def load_clip(source: str, device: str = "cpu", cache_dir: str | None = None):
     return load_hf_model(source, CLIPModel, CLIPProcessor, device, cache_dir)
 
 
-def _features(out):
-    # transformers 5 returns a model output whose pooler_output is the projected embedding.
+def embedding(out):
+    """The projected embedding of ``get_image_features``/``get_text_features``: transformers 5 returns a
+    model output whose ``pooler_output`` it is, older versions the tensor itself."""
     return out.pooler_output if hasattr(out, "pooler_output") else out
 
 
@@ -71,7 +68,7 @@ class ClipReader:
         import torch
 
         tok = self.processor.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
-        emb = _features(self.model.get_text_features(**tok)).float()
+        emb = embedding(self.model.get_text_features(**tok)).float()
         return torch.nn.functional.normalize(emb, dim=-1)
 
     def encode_images(self, images: list):
@@ -79,7 +76,7 @@ class ClipReader:
 
         px = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
         px = px.to(self.device, dtype=self.model.dtype)
-        emb = _features(self.model.get_image_features(pixel_values=px)).float()
+        emb = embedding(self.model.get_image_features(pixel_values=px)).float()
         return torch.nn.functional.normalize(emb, dim=-1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -106,3 +103,11 @@ class ClipReader:
                 out[f"{attr}_score"] = score
                 out[f"{attr}_reason"] = object_column(why)
         return out
+
+
+def clip_attributes(cfg: ReaderConfig) -> dict[str, list[str]]:
+    return {a: list(c) for a, c in classes_for(cfg, DEFAULT_CLIP_CLASSES).items()}
+
+
+# Declared in pyproject.toml's ``dft.readers`` entry point group.
+CLIP = ReaderPlugin(ClipReader.from_config, clip_attributes)

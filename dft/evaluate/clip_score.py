@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from dft.evaluate.batch import decode_batch
+from dft.evaluate.clip_reader import embedding, load_clip
 from dft.evaluate.config import ReaderConfig
-from dft.evaluate.readers import decode_batch, resolve_device
+from dft.evaluate.hf_models import resolve_device
+from dft.evaluate.registry import ReaderPlugin
 
 
 class ClipScorer:
     attributes: dict[str, list[str]] = {}
 
     def __init__(self, model: str, device: str = "auto", cache_dir: str | None = None):
-        from dft.evaluate.clip_reader import load_clip
-
         self.device = resolve_device(device)
         self.model, self.processor = load_clip(model, self.device, cache_dir)
         self.attributes = {}
@@ -32,8 +33,6 @@ class ClipScorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from dft.evaluate.clip_reader import _features
-
         images, _ = decode_batch(batch["image"])
         prompts = batch.get("prompt")
         n = len(images)
@@ -42,16 +41,24 @@ class ClipScorer:
         if ok:
             with torch.inference_mode():
                 px = self.processor.image_processor([images[i] for i in ok], return_tensors="pt")["pixel_values"]
-                img = _features(self.model.get_image_features(pixel_values=px.to(self.device, self.model.dtype))).float()
+                img = embedding(self.model.get_image_features(pixel_values=px.to(self.device, self.model.dtype))).float()
                 tok = self.processor.tokenizer(
                     [str(prompts[i]) for i in ok], padding=True, truncation=True, return_tensors="pt"
                 ).to(self.device)
-                txt = _features(self.model.get_text_features(**tok)).float()
+                txt = embedding(self.model.get_text_features(**tok)).float()
                 cos = torch.nn.functional.cosine_similarity(img, txt, dim=-1).clamp(min=0) * 100.0
             score[ok] = cos.cpu().numpy()
         out = dict(batch)
         out["clip_score"] = score
         return out
+
+
+def no_attributes(cfg: ReaderConfig) -> dict[str, list[str]]:
+    return {}
+
+
+# Declared in pyproject.toml's ``dft.readers`` entry point group.
+CLIP_SCORE = ReaderPlugin(ClipScorer.from_config, no_attributes)
 
 
 def summarize(table, confidence: float = 0.95, bootstrap: int = 1000, seed: int = 0) -> dict:

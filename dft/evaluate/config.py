@@ -13,8 +13,8 @@ class ReaderConfig(Section):
     kind: str = Field(
         ...,
         pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Which reader: skin_tone, clip, vqa, or a kind a plugin registers (e.g. world); "
-        "see dft.evaluate.readers.register_reader.",
+        description="Which reader: skin_tone, clip, vqa, clip_score, or a kind a plugin declares (e.g. world); "
+        "see dft.evaluate.registry.",
     )
     module: str | None = Field(
         None, description="Python module to import before looking the kind up (a plugin's registration)."

@@ -69,7 +69,8 @@ def align(audit: dict, groups: list[str], attr: str) -> tuple[np.ndarray, bool]:
         for i, t in enumerate(true):
             out[groups.index(t), col] += counts[i, j]
     if (out.sum(axis=1) == 0).any():
-        raise AuditError(f"reader audit, {attr}: a true class has no audited image: {dict(zip(groups, out.sum(axis=1).tolist()))}")
+        per_true = dict(zip(groups, out.sum(axis=1).tolist()))
+        raise AuditError(f"reader audit, {attr}: a true class has no audited image: {per_true}")
     return out, measured_unreadable
 
 

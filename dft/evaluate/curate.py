@@ -48,7 +48,8 @@ def decide(labels: pa.Table, cfg) -> tuple[np.ndarray, list[str | None], list[tu
     for attr, agree in cfg.expect.items():
         if attr not in labels.column_names:
             continue
-        checks.append((attr, col(_prompt_col(attr, cfg)), col(attr), lambda pv, seen, agree=agree: seen in agree.get(pv, [seen]) if pv in agree else True))
+        checks.append((attr, col(_prompt_col(attr, cfg)), col(attr),
+                       lambda pv, seen, agree=agree: seen in agree.get(pv, [seen]) if pv in agree else True))
     if cfg.skin_tone_by_prompt and "skin_tone" in labels.column_names:
         tol = cfg.skin_tone_tolerance
         want = cfg.skin_tone_by_prompt

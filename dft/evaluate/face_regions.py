@@ -82,7 +82,8 @@ class FaceRegionFinder:
 
         h, w = rgb.shape[:2]
         s = self.work_side / max(1, min(h, w))
-        img = cv2.resize(rgb, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        img = cv2.resize(rgb, (max(8, round(w * s)), max(8, round(h * s))),
+                         interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
         small = cv2.resize(original, img.shape[1::-1], interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)  # of the image as it is, whichever pass this is
         img = cv2.medianBlur(img, 5)
@@ -90,7 +91,8 @@ class FaceRegionFinder:
         lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).astype(np.float32)
         H, W = lab.shape[:2]
         # Edges are walls: a fill may follow a smooth gradient (shading) but never cross a step.
-        grad = np.max(np.abs(cv2.Sobel(lab, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(lab, cv2.CV_32F, 0, 1, ksize=3)), axis=-1) / 8
+        dx, dy = cv2.Sobel(lab, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(lab, cv2.CV_32F, 0, 1, ksize=3)
+        grad = np.max(np.abs(dx) + np.abs(dy), axis=-1) / 8
         walls = np.zeros((H + 2, W + 2), np.uint8)
         walls[1:-1, 1:-1] = grad > self.edge
         seen = walls.copy()
@@ -153,16 +155,17 @@ class FaceRegionFinder:
             return None
         holes.sort(key=lambda hl: hl[0])
         lines = []  # (middle x, middle y, eye distance) of each eye-line candidate
-        for i, l in enumerate(holes):
+        for i, left in enumerate(holes):
             for r in holes[i + 1:]:
-                sep = r[0] - l[0]
-                if sep < 0.06 * W or abs(r[1] - l[1]) > 0.3 * sep:
+                sep = r[0] - left[0]
+                if sep < 0.06 * W or abs(r[1] - left[1]) > 0.3 * sep:
                     continue
-                if max(l[2], r[2]) > 4 * min(l[2], r[2]) or max(l[3], r[3]) > 1.0 * sep or max(l[4], r[4]) > 0.8 * sep:
+                if (max(left[2], r[2]) > 4 * min(left[2], r[2]) or max(left[3], r[3]) > 1.0 * sep
+                        or max(left[4], r[4]) > 0.8 * sep):
                     continue
-                if not (l[5] and r[5]):
+                if not (left[5] and r[5]):
                     continue
-                lines.append(((l[0] + r[0]) / 2, (l[1] + r[1]) / 2, sep))
+                lines.append(((left[0] + r[0]) / 2, (left[1] + r[1]) / 2, sep))
         for hx, hy, _, hw, hh, pupil in holes:  # glasses: one wide hole across both eyes
             if pupil and hw >= 0.12 * W and hw >= self.glasses_aspect * hh:
                 lines.append((hx, hy, 0.55 * hw))

@@ -85,7 +85,7 @@ def write_labels(table: pa.Table, out: str) -> None:
 def label_local(path: str, reader_cfgs, batch_size: int = 32, model: str | None = None, progress: bool = True) -> pa.Table:
     """Read every image under ``path`` with the readers, in this process (no Ray)."""
     from dft.evaluate.images import iter_batches
-    from dft.evaluate.readers import ReaderChain
+    from dft.evaluate.registry import ReaderChain
 
     chain = ReaderChain(reader_cfgs)
     tables = []

@@ -23,7 +23,7 @@ class ReadAttributes:
     """A Ray Data callable class: image batch -> label batch (without the image bytes)."""
 
     def __init__(self, reader_cfgs: list[dict], extra_columns: dict | None = None):
-        from dft.evaluate.readers import ReaderChain
+        from dft.evaluate.registry import ReaderChain
 
         self.chain = ReaderChain([ReaderConfig(**c) for c in reader_cfgs])
         self.extra = extra_columns or {}

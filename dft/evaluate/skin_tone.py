@@ -250,7 +250,6 @@ class FaceSkinTone:
         return out
 
     def read_array(self, rgb: np.ndarray) -> FaceReading:
-        import cv2
 
         rgb = np.ascontiguousarray(rgb[..., :3]).astype(np.uint8, copy=False)
         first = None

@@ -65,7 +65,7 @@ def _readers_hash(readers: list[ReaderConfig]) -> str:
 
 
 def _declared(readers: list[ReaderConfig]) -> dict:
-    from dft.evaluate.readers import declared_attributes
+    from dft.evaluate.registry import declared_attributes
 
     out: dict = {}
     for r in readers:

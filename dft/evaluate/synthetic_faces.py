@@ -133,7 +133,7 @@ def painted_eval_run(run_uri: str, n_per_prompt: int = 24, prompts: list[str] | 
     from dft.evaluate.fairness import score_table
     from dft.evaluate.labels import label_table, write_labels
     from dft.evaluate.pipeline import read_local
-    from dft.evaluate.readers import skin_tone_attributes
+    from dft.evaluate.skin_tone_reader import skin_tone_attributes
 
     prompts = prompts or ["a photo of a doctor", "a photo of a nurse", "a photo of a person"]
     eval_uri = storage.join(run_uri, "eval")

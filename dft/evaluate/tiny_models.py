@@ -3,14 +3,14 @@
 They exist so the CLIP and VQA readers' code paths (resolve a source, ``from_pretrained``, batch,
 score, write labels) run offline in tests and the demo. Their weights are random: what they
 "perceive" is noise, deterministic noise. A real reader is a real model source (see
-docs/evaluate.md). Importing this module registers both with ``dft.models.sources``.
+docs/evaluate.md). Both are entry points of the ``dft.model_sources`` group (pyproject.toml).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dft.models.sources import register_builtin
+from dft.models.sources import BuiltinModel
 
 SEED = 0
 IMAGE_SIZE = 32
@@ -19,7 +19,7 @@ NUM_QUERY_TOKENS = 4
 
 def reader_texts() -> list[str]:
     """Every word the default reader prompts and questions use, plus the prompt vocabularies."""
-    from dft.evaluate.readers import DEFAULT_CLIP_CLASSES, DEFAULT_VQA_CLASSES, DEFAULT_VQA_QUESTIONS
+    from dft.evaluate.class_texts import DEFAULT_CLIP_CLASSES, DEFAULT_VQA_CLASSES, DEFAULT_VQA_QUESTIONS
     from dft.models.tiny import vocabulary_texts
 
     texts = list(vocabulary_texts())
@@ -128,5 +128,6 @@ def build_tiny_vqa(folder: Path) -> None:
     shutil.rmtree(tok_dir)
 
 
-register_builtin("tiny-clip", _describe("tiny-clip"), build_tiny_clip)
-register_builtin("tiny-vqa", _describe("tiny-vqa"), build_tiny_vqa)
+# Declared in pyproject.toml's ``dft.model_sources`` entry point group.
+TINY_CLIP = BuiltinModel(_describe("tiny-clip"), build_tiny_clip)
+TINY_VQA = BuiltinModel(_describe("tiny-vqa"), build_tiny_vqa)

@@ -20,16 +20,11 @@ import re
 
 import numpy as np
 
+from dft.evaluate.batch import decode_batch, object_column
+from dft.evaluate.class_texts import DEFAULT_VQA_CLASSES, DEFAULT_VQA_QUESTIONS, classes_for
 from dft.evaluate.config import ReaderConfig
-from dft.evaluate.readers import (
-    DEFAULT_VQA_CLASSES,
-    DEFAULT_VQA_QUESTIONS,
-    classes_for,
-    decode_batch,
-    load_hf_model,
-    object_column,
-    resolve_device,
-)
+from dft.evaluate.hf_models import load_hf_model, resolve_device
+from dft.evaluate.registry import ReaderPlugin
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +190,11 @@ class VqaReader:
                 if self.mode == "generate":
                     out[f"{attr}_answer"] = object_column(said)
         return out
+
+
+def vqa_attributes(cfg: ReaderConfig) -> dict[str, list[str]]:
+    return {a: list(c) for a, c in classes_for(cfg, DEFAULT_VQA_CLASSES).items()}
+
+
+# Declared in pyproject.toml's ``dft.readers`` entry point group.
+VQA = ReaderPlugin(VqaReader.from_config, vqa_attributes)

@@ -12,7 +12,6 @@ restarted job plans only the shards without a marker (their leftover parts are d
 
 from __future__ import annotations
 
-from dft.errors import DftError
 import logging
 import os
 import time
@@ -23,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from dft import storage
+from dft.errors import DftError
 from dft.generate.config import GenerateConfig
 from dft.generate.core import ERROR_COLUMN, ImageGenerator
 from dft.generate.plan import Plan, PromptSource, check_or_write_plan, make_plan, prompt_source, stage_table

@@ -9,7 +9,6 @@ so the driver's memory does not grow with the table.
 
 from __future__ import annotations
 
-from dft.errors import DftError
 import bisect
 import hashlib
 import io
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dft import storage
+from dft.errors import DftError
 from dft.generate.config import GenerateConfig
 from dft.generate.core import settings_dict, settings_hash
 from dft.schema import PROMPT_SCHEMA

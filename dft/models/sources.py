@@ -1,9 +1,11 @@
 """Resolve a model source string to a local folder, and load a diffusers pipeline from it.
 
 A source is one of:
-- a built-in name (``tiny-sd``, ``tiny-sdxl``, ``tiny-sd3``, ``tiny-flux``, and those registered by other modules, e.g. ``tiny-clip``):
+- a built-in name (``tiny-sd``, ``tiny-sdxl``, ``tiny-sd3``, ``tiny-flux``, ``tiny-clip``, ``world-base``...):
   built from config with a fixed seed, saved with ``save_pretrained`` into the cache once, then
-  loaded with ``from_pretrained`` like any other folder;
+  loaded with ``from_pretrained`` like any other folder. Built-ins are plugins: declared as entry
+  points (group ``dft.model_sources``, see pyproject.toml) or registered with ``register_builtin``;
+  this module imports none of them;
 - a local folder or ``file://`` URI;
 - an ``s3://`` folder: copied once per node into the local cache (a file lock makes concurrent
   workers wait for one copy; a marker written last makes a half-copied folder invisible);
@@ -12,17 +14,19 @@ A source is one of:
 
 from __future__ import annotations
 
-from dft.errors import DftError
+import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from dft import storage
+from dft.errors import DftError
 
 log = logging.getLogger(__name__)
 
@@ -39,92 +43,57 @@ def cache_root(cache_dir: str | None = None) -> Path:
 
 
 BuiltinBuilder = Callable[[Path], None]
-_BUILTINS: dict[str, tuple[Callable[[], dict], BuiltinBuilder]] = {}
+ENTRY_POINT_GROUP = "dft.model_sources"
+
+
+class BuiltinModel(NamedTuple):
+    """A model built from code: ``describe()`` returns what identifies it (hashed into the cache key),
+    ``build(folder)`` writes it with ``save_pretrained``."""
+
+    describe: Callable[[], dict]
+    build: BuiltinBuilder
+
+
+_BUILTINS: dict[str, BuiltinModel] = {}
 
 
 def register_builtin(name: str, describe: Callable[[], dict], build: BuiltinBuilder) -> None:
-    """Register a built-in model: ``describe()`` returns what identifies it (hashed into the cache key),
-    ``build(folder)`` writes it with ``save_pretrained``."""
-    _BUILTINS[name] = (describe, build)
+    """Register a built-in model from code (it takes precedence over an entry point of the same name).
+
+    Packages declare theirs instead as entry points in the ``dft.model_sources`` group, each naming a
+    ``BuiltinModel`` (or a ``(describe, build)`` pair); those are loaded when the name is first looked up,
+    in whichever process looks it up (a Ray worker imports nothing in advance)."""
+    _BUILTINS[name] = BuiltinModel(describe, build)
+
+
+@functools.cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def builtin_names() -> list[str]:
-    _register_defaults()
-    return sorted(_BUILTINS)
+    """Every built-in model name, registered or declared (declared ones are not loaded to list them)."""
+    return sorted(set(_BUILTINS) | set(_entry_points()))
 
 
-def _register_defaults() -> None:
-    if "tiny-sd" in _BUILTINS:
-        return
-    for kind in ("sd", "sdxl"):
-        for variant in ("tiny", "small"):
-            name = f"tiny-{kind}" if variant == "tiny" else f"small-{kind}"
-            _BUILTINS[name] = (_describe_tiny(kind, variant), _build_tiny(kind, variant))
-    for kind in ("sd3", "flux"):
-        _BUILTINS[f"tiny-{kind}"] = (_describe_tiny_flow(kind, "tiny"), _build_tiny_flow(kind, "tiny"))
-    # Other packages register their built-ins: tiny-clip and tiny-vqa (readers), world-base (the demo world).
-    import dft.evaluate.tiny_models  # noqa: F401
-    import dft.world  # noqa: F401
+def builtin_model(name: str) -> BuiltinModel | None:
+    """The built-in model called ``name``, loading its entry point on first use; None if there is none."""
+    if name not in _BUILTINS:
+        ep = _entry_points().get(name)
+        if ep is None:
+            return None
+        try:
+            describe, build = ep.load()
+        except Exception as exc:
+            raise ModelSourceError(
+                f"model source {name!r}: its entry point {ep.value!r} ({ENTRY_POINT_GROUP}) does not load "
+                f"({type(exc).__name__}: {exc}); reinstall the package that declares it (pip install -e .)"
+            ) from exc
+        _BUILTINS[name] = BuiltinModel(describe, build)
+    return _BUILTINS[name]
 
 
-def _describe_tiny(kind: str, variant: str):
-    def describe() -> dict:
-        from importlib.metadata import version
-
-        from dft.models.tiny import SPECS, vocabulary_texts
-
-        # The installed version, read without importing diffusers (seconds of torch imports): a driver that
-        # only checks a source resolves must not pay for loading it.
-        words = hashlib.sha256("\n".join(vocabulary_texts()).encode()).hexdigest()[:12]
-        return {"kind": kind, "spec": SPECS[variant].as_dict(), "words": words, "tokenizer": 2, "diffusers": version("diffusers")}
-
-    return describe
-
-
-def _build_tiny(kind: str, variant: str) -> BuiltinBuilder:
-    def build(folder: Path) -> None:
-        from dft.models.tiny import build_tiny_pipeline, vocabulary_texts
-        from dft.models.tokenizer import write_tokenizer
-
-        tok = write_tokenizer(folder / "_tokenizer_src", vocabulary_texts())
-        pipe = build_tiny_pipeline(kind, variant, tok)
-        pipe.save_pretrained(str(folder), safe_serialization=True)
-        shutil.rmtree(tok)
-
-    return build
-
-
-def _describe_tiny_flow(kind: str, variant: str):
-    def describe() -> dict:
-        from importlib.metadata import version
-
-        from dft.models.tiny import vocabulary_texts
-        from dft.models.tiny_flow import FLOW_SPECS
-
-        words = hashlib.sha256("\n".join(vocabulary_texts()).encode()).hexdigest()[:12]
-        return {"kind": kind, "spec": FLOW_SPECS[variant].as_dict(), "words": words, "tokenizer": 2, "t5_tokenizer": 1,
-                "diffusers": version("diffusers"), "transformers": version("transformers")}
-
-    return describe
-
-
-def _build_tiny_flow(kind: str, variant: str) -> BuiltinBuilder:
-    def build(folder: Path) -> None:
-        from dft.models.tiny import vocabulary_texts
-        from dft.models.tiny_flow import FLOW_SPECS, build_tiny_flow_pipeline
-        from dft.models.tokenizer import write_t5_tokenizer, write_tokenizer
-
-        clip = write_tokenizer(folder / "_tokenizer_src", vocabulary_texts())
-        t5 = write_t5_tokenizer(folder / "_t5_tokenizer_src", vocabulary_texts(), FLOW_SPECS[variant].t5_max_length)
-        pipe = build_tiny_flow_pipeline(kind, variant, clip, t5)
-        pipe.save_pretrained(str(folder), safe_serialization=True)
-        shutil.rmtree(clip)
-        shutil.rmtree(t5)
-
-    return build
-
-
-def _locked_materialize(target: Path, fill: Callable[[Path], None]) -> Path:
+def locked_materialize(target: Path, fill: Callable[[Path], None]) -> Path:
     """Fill ``target`` exactly once per machine, even with several processes racing to do it."""
     from filelock import FileLock
 
@@ -160,17 +129,17 @@ def _s3_fingerprint(uri: str) -> str:
 
 def resolve_model_source(source: str, cache_dir: str | None = None, revision: str | None = None) -> str:
     """A local folder holding the model named by ``source``."""
-    _register_defaults()
     source = source.strip()
     root = cache_root(cache_dir)
-    if source in _BUILTINS:
-        describe, build = _BUILTINS[source]
+    builtin = builtin_model(source)
+    if builtin is not None:
+        describe, build = builtin
         key = hashlib.sha256(json.dumps(describe(), sort_keys=True).encode()).hexdigest()[:12]
-        folder = _locked_materialize(root / "builtin" / f"{source}-{key}", build)
+        folder = locked_materialize(root / "builtin" / f"{source}-{key}", build)
         return str(folder)
     if storage.is_s3(source):
         key = _s3_fingerprint(source)
-        folder = _locked_materialize(root / "s3" / key, lambda d: storage.download_folder(source, str(d)))
+        folder = locked_materialize(root / "s3" / key, lambda d: storage.download_folder(source, str(d)))
         log.info("model %s cached at %s", source, folder)
         return str(folder)
     if source.startswith("file://") or source.startswith((".", "/", "~")) or os.path.isdir(source):

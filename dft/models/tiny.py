@@ -38,7 +38,8 @@ class TinySpec(SpecBase):
 
 SPECS = {
     "tiny": TinySpec(resolution=32, vae_channels=(16, 32), latent_channels=4, unet_channels=(16, 32), text_dim=32, text_layers=2),
-    "small": TinySpec(resolution=32, vae_channels=(32, 64, 64), latent_channels=4, unet_channels=(32, 64), text_dim=64, text_layers=2),
+    "small": TinySpec(resolution=32, vae_channels=(32, 64, 64), latent_channels=4, unet_channels=(32, 64), text_dim=64,
+                      text_layers=2),
 }
 
 

@@ -66,8 +66,13 @@ def _vae(spec: FlowSpec, scaling: float, shift: float):
 def build_tiny_flow_pipeline(kind: str, variant: str, clip_tokenizer_dir: str | Path, t5_tokenizer_dir: str | Path):
     """A freshly initialised tiny SD3 ("sd3") or FLUX ("flux") pipeline, deterministic for a spec."""
     import torch
-    from diffusers import (FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel,
-                           SD3Transformer2DModel, StableDiffusion3Pipeline)
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
     from transformers import CLIPTokenizer, T5Tokenizer
 
     spec = FLOW_SPECS[variant]

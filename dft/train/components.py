@@ -7,13 +7,13 @@ time, so parameter names always match."""
 
 from __future__ import annotations
 
-from dft.errors import DftError
 import json
 import os
 from dataclasses import dataclass
 
 import torch
 
+from dft.errors import DftError
 from dft.models.families import Family, family_of_folder
 from dft.train.step import DiffusionModule
 from dft.train.trainable import TrainableSpec, apply_trainable

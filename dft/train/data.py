@@ -10,7 +10,6 @@ with ``precompute_text_embeddings``, ``prompt_embeds``/``neutral_embeds`` and ``
 
 from __future__ import annotations
 
-from dft.errors import DftError
 import functools
 import io
 import json
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dft import storage
+from dft.errors import DftError
 from dft.generate.shards import shard_files
 
 log = logging.getLogger(__name__)

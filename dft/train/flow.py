@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 
 from dft.models.families import Family
-from dft.train.loss import (flow_loss, flow_loss_weighting, flow_noisy, flow_target, sample_flow_timesteps,
-                            timestep_density)
+from dft.train.loss import flow_loss, flow_loss_weighting, flow_noisy, flow_target, sample_flow_timesteps, timestep_density
 from dft.train.step import CaptionConditioning, sample_latents
 
 

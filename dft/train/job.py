@@ -6,7 +6,6 @@ loop picks it up with ``ray.train.get_checkpoint()``."""
 
 from __future__ import annotations
 
-from dft.errors import DftError
 import importlib.util
 import json
 import logging
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 
 from dft import storage
 from dft.cluster import worker_env_vars
+from dft.errors import DftError
 from dft.runs import Run
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ re-submitted job) draws the same noise, timesteps and captions as one that never
 
 from __future__ import annotations
 
-from dft.errors import DftError
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ import time
 import torch
 
 from dft import storage
+from dft.errors import DftError
 from dft.train.components import build_module, trainable_named_parameters
 from dft.train.config import TrainConfig
 from dft.train.deepspeed_config import build_deepspeed_config, disable_cpu_shm_comm

@@ -9,7 +9,6 @@ callback. Nothing here knows about Ray or DeepSpeed."""
 
 from __future__ import annotations
 
-from dft.errors import DftError
 import math
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
+from dft.errors import DftError
 from dft.models.families import FAMILIES, Family
 from dft.train.loss import add_noise, diffusion_loss, prediction_target
 from dft.train.text import encode_captions, id_columns

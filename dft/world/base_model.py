@@ -34,6 +34,8 @@ from dft.world.corpus import CorpusConfig
 
 log = logging.getLogger(__name__)
 
+BUILTIN_NAME = "world-base"  # the default config's model source name (pyproject.toml, dft.model_sources)
+
 
 @dataclass(frozen=True)
 class BaseModelConfig:
@@ -203,20 +205,18 @@ def build_base_model(cfg: BaseModelConfig | None = None, cache_dir: str | None =
 
     The default config is the built-in model source ``world-base``; other configs get their own
     cache folder."""
-    from dft.models.sources import _locked_materialize, resolve_model_source
-    from dft.world.builtin import BUILTIN_NAME, register_builtin_model
+    from dft.models.sources import locked_materialize, resolve_model_source
 
     if cfg is None or cfg == BaseModelConfig():
-        register_builtin_model()
         return resolve_model_source(BUILTIN_NAME, cache_dir=cache_dir)
     target = base_model_dir(cfg, cache_dir)
-    return str(_locked_materialize(target, lambda tmp: _train_into(cfg, tmp, cache_dir)))
+    return str(locked_materialize(target, lambda tmp: _train_into(cfg, tmp, cache_dir)))
 
 
 def describe_builtin() -> dict:
-    from dft.models.sources import _describe_tiny
+    from dft.models.builtins import describe_tiny
 
-    return {"world_base": BaseModelConfig().hash(), "init": _describe_tiny("sd", "small")()}
+    return {"world_base": BaseModelConfig().hash(), "init": describe_tiny("sd", "small")()}
 
 
 def build_builtin(folder: Path) -> None:
@@ -285,9 +285,7 @@ def _prepare_init(cfg: BaseModelConfig, init: Path, cdir: Path, cache_dir: str |
 
 
 def _train_into(cfg: BaseModelConfig, folder: Path, cache_dir: str | None) -> None:
-    import ray
-
-    from dft.cluster import connect
+    from dft.cluster import connect, node_resources
     from dft.train.stage import run_train
     from dft.world.corpus import build_corpus
 
@@ -303,7 +301,7 @@ def _train_into(cfg: BaseModelConfig, folder: Path, cache_dir: str | None) -> No
         init = _prepare_init(cfg, work / "init", cdir, cache_dir)
         t2 = time.time()
         connect()  # the caller's Ray if it has one, else an embedded local Ray
-        cpus = max(1, min(2, int(ray.cluster_resources().get("CPU", 1))))
+        cpus = max(1, min(2, int(sum(n.get("CPU", 0) for n in node_resources()) or 1)))
         tcfg = train_config(cfg, work / "init", cdir, work / "run", cpus, cache_dir)
         log.info("world base model: training the UNet and text encoder with the fine-tuning stage "
                  "(%d steps of %d, %d CPU threads) in %s", cfg.unet_steps, cfg.unet_batch, cpus, work)

@@ -1,11 +1,14 @@
-"""The ``world-base`` model source, registered without importing torch: drivers that only resolve
-other sources (or check that one exists) must not pay seconds of imports for it."""
+"""The ``world-base`` model source, declared without importing torch: drivers that only resolve
+other sources (or check that one exists) must not pay seconds of imports for it.
+
+``pyproject.toml`` declares ``WORLD_BASE`` in the ``dft.model_sources`` entry point group, so
+``dft.models.sources`` finds it by name (built on first use, then cached) without importing the world."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-BUILTIN_NAME = "world-base"
+from dft.models.sources import BuiltinModel
 
 
 def _describe() -> dict:
@@ -20,8 +23,4 @@ def _build(folder: Path) -> None:
     build_builtin(folder)
 
 
-def register_builtin_model() -> None:
-    """Make ``world-base`` a model source string (built on first use, then cached)."""
-    from dft.models.sources import register_builtin
-
-    register_builtin(BUILTIN_NAME, _describe, _build)
+WORLD_BASE = BuiltinModel(_describe, _build)

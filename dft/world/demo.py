@@ -10,7 +10,6 @@ of the neutral-prompt bias and the path of the report.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path

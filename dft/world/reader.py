@@ -221,7 +221,7 @@ class WorldReader:
     def __call__(self, batch: dict) -> dict:
         from PIL import Image
 
-        from dft.evaluate.readers import decode_batch, object_column
+        from dft.evaluate.batch import decode_batch, object_column
 
         images, reasons = decode_batch(batch["image"])
         n = len(images)
@@ -252,12 +252,5 @@ class WorldReader:
         return out
 
 
-def _register() -> None:
-    try:
-        from dft.evaluate.readers import register_reader
-    except ImportError:  # the evaluation stage is not installed: the world still renders and reads
-        return
-    register_reader("world", WorldReader, world_attributes)
-
-
-_register()
+# The evaluation reader kind ``world``: pyproject.toml declares it in the ``dft.readers`` entry point group.
+READER = (WorldReader, world_attributes)

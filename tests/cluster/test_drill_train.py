@@ -15,10 +15,10 @@ import time
 
 import pytest
 from drills import RAY, REPO, tiny_job
+from train_shards import write_shards
 
 from dft import storage
 from dft.runs import Run
-from train_shards import write_shards
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -89,7 +89,7 @@ def test_spot_reclaim_with_notice_checkpoints_once_and_resumes(local_cluster, jo
     assert text.count("node preemption notice") == 1
     assert f"resumed from step {saved} " in text  # the step count continues from the checkpoint
     final = storage.read_json(storage.glob(storage.join(Run(s3_run).checkpoints, "local-tiny"),
-                                           f"checkpoint_*/state.json")[-1])
+                                           "checkpoint_*/state.json")[-1])
     assert final["samples_seen"] == steps * 8  # no step counted twice, none lost
     _record("spot_reclaim", {"steps": steps, "deadline_s": deadline_s, "checkpoint_step": saved,
                              "step_at_kill": at_kill, "steps_redone": at_kill - saved,

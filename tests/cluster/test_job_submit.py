@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from drills import tiny_job
 
 from dft import storage
 from dft.runs import Run
-from drills import tiny_job
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

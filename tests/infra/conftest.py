@@ -6,7 +6,6 @@ import os
 import shutil
 
 import pytest
-
 from infra_helpers import TF_ROOT, Terraform, find_provider_mirror
 
 

@@ -13,7 +13,6 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[2]
 TF_ROOT = REPO / "infra" / "terraform"
 CLUSTER = REPO / "cluster"
@@ -48,7 +47,9 @@ class Terraform:
             ["terraform", *args], cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=timeout
         )
         if check and res.returncode != 0:
-            raise AssertionError(f"terraform {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+            raise AssertionError(
+                f"terraform {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+            )
         return res
 
     def outputs(self) -> dict:

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from infra_helpers import TF_ROOT
 
 

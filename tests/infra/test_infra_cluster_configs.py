@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from infra_helpers import CLUSTER, REPO, TF_ROOT
 
 AWS_CONFIG = CLUSTER / "aws" / "dft-cluster.yaml"
@@ -74,7 +73,8 @@ def test_launcher_installs_pinned_cuda_torch_then_the_repo(aws_cfg):
     assert "torch==2.13.0" in torch_line and "download.pytorch.org/whl/cu" in torch_line
     assert setup.index("torch==2.13.0") < setup.index('-e "$HOME/dft')
     # Both installs are pinned by the same constraints as the KubeRay image.
-    assert all("-c ~/dft/cluster/constraints.txt" in c for c in aws_cfg["setup_commands"] if "pip install" in c and "--upgrade pip" not in c)
+    installs = [c for c in aws_cfg["setup_commands"] if "pip install" in c and "--upgrade pip" not in c]
+    assert all("-c ~/dft/cluster/constraints.txt" in c for c in installs)
     pyproject = (REPO / "pyproject.toml").read_text()
     assert '"torch==2.13.0"' in pyproject, "the cluster's torch pin follows pyproject.toml"
     ray_pin = re.search(r'"ray\[[^\]]*\]==([0-9.]+)"', pyproject).group(1)

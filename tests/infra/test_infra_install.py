@@ -7,10 +7,9 @@ import re
 import tomllib
 
 import yaml
+from infra_helpers import CLUSTER, REPO
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-from infra_helpers import CLUSTER, REPO
 
 CONSTRAINTS = CLUSTER / "constraints.txt"
 DOCKERFILE = CLUSTER / "kuberay" / "Dockerfile"
@@ -60,7 +59,7 @@ def test_presets_take_the_bucket_from_dft_bucket():
     """The bucket was hard-coded (s3://dft-runs) in four fields of a preset."""
     seen = 0
     for path in sorted((REPO / "jobs" / "configs").glob("*.yaml")):
-        def walk(node, field=""):
+        def walk(node, field="", path=path):
             nonlocal seen
             if isinstance(node, dict):
                 for k, v in node.items():

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from infra_helpers import CLUSTER, INSTANCE_TYPES, fits, preset_demands, tf_default
 
 KUBERAY = CLUSTER / "kuberay"

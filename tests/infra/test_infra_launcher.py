@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from infra_helpers import CLUSTER, INSTANCE_TYPES, REPO, fits, preset_demands
 
 AWS_CONFIG = CLUSTER / "aws" / "dft-cluster.yaml"

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from infra_helpers import CLUSTER
 
 SCRIPT = CLUSTER / "aws" / "spot_watch.py"

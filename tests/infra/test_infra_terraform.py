@@ -9,7 +9,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from infra_helpers import INSTANCE_TYPES, TF_ROOT, emulator_vars, preset_demands
 
 BUCKET_ONLY = dict(create_network=False, create_ray_iam=False, create_eks=False, bucket_force_destroy=True)
@@ -146,7 +145,9 @@ def test_apply_bucket_lifecycle_and_launcher_iam(terraform, s3_server):
         pol = iam.get_policy(PolicyArn=attached[0]["PolicyArn"])["Policy"]
         doc = iam.get_policy_version(PolicyArn=pol["Arn"], VersionId=pol["DefaultVersionId"])["PolicyVersion"]["Document"]
         doc = json.loads(doc) if isinstance(doc, str) else doc
-        resources = {r for st in doc["Statement"] for r in ([st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"])}
+        resources = {
+            r for st in doc["Statement"] for r in ([st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"])
+        }
         assert resources == {bucket_arn, f"{bucket_arn}/*"}
         assert not any("*" == a or a.endswith(":*") for st in doc["Statement"] for a in st["Action"])
 
@@ -173,8 +174,8 @@ def _statements(hcl: str, data_source: str) -> list[str]:
     body = hcl[hcl.index(f'data "aws_iam_policy_document" "{data_source}"'):]
     out, i = [], 0
     while (i := body.find("  statement {", i)) != -1:
-        depth, j = 0, body.index("{", i)
-        for j in range(j, len(body)):
+        depth, start = 0, body.index("{", i)
+        for j in range(start, len(body)):
             depth += {"{": 1, "}": -1}.get(body[j], 0)
             if depth == 0:
                 break

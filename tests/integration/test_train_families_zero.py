@@ -10,10 +10,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from train_shards import write_shards
 
 from dft.config.schema import RunConfig
 from dft.runs import Run
-from train_shards import write_shards
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from train_shards import rows, write_shards
 
 from dft import storage
 from dft.config.schema import RunConfig
 from dft.runs import Run
-from train_shards import rows, write_shards
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,8 @@ def test_bad_config_exits_2_with_message(capsys):
 
 def test_prompts_writes_table_to_out(tmp_path, capsys):
     out = tmp_path / "table"
-    rc = main(["prompts", "--set", "prompts.include={profession: [doctor, nurse]}", "--set", "prompts.images_per_prompt=2", "--out", str(out)])
+    rc = main(["prompts", "--set", "prompts.include={profession: [doctor, nurse]}", "--set", "prompts.images_per_prompt=2",
+               "--out", str(out)])
     assert rc == 0
     t = pq.read_table(str(out / "diverse"))
     assert set(t.column("profession").to_pylist()) == {"doctor", "nurse"}

@@ -49,7 +49,11 @@ def test_bad_type():
 
 @pytest.mark.parametrize(
     "item, fragment",
-    [("generate.steps", "expected section.key=value"), ("steps=3", "must be section.key"), ("generate..x=1", "must be section.key")],
+    [
+        ("generate.steps", "expected section.key=value"),
+        ("steps=3", "must be section.key"),
+        ("generate..x=1", "must be section.key"),
+    ],
 )
 def test_bad_override_syntax(item, fragment):
     with pytest.raises(ConfigError, match=fragment):

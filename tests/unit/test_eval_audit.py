@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from painted_faces import write_set
 
 from dft.evaluate import audit as A
 from dft.evaluate.config import ReaderConfig
-from painted_faces import write_set
 
 MST = [str(i) for i in range(1, 11)]
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from dft.evaluate.config import ReaderConfig
-from dft.evaluate.readers import ReaderChain, build_reader, declared_attributes, register_reader, reader_kinds
+from dft.evaluate.registry import ReaderChain, build_reader, declared_attributes, reader_kinds, register_reader
 from dft.evaluate.skin_tone import MST_RGB
 from dft.evaluate.synthetic_faces import paint_face, paint_no_face
 
@@ -35,7 +35,7 @@ def test_builtin_kinds_are_registered():
 
 
 def test_plugin_reader_registered_from_its_module(batch):
-    """What the demo world does: a module registers a kind at import; the config names the module."""
+    """A plugin that is not an installed package: its module registers a kind at import; the config names it."""
     mod = types.ModuleType("dft_test_plugin_reader")
 
     class Fixed:
@@ -50,7 +50,10 @@ def test_plugin_reader_registered_from_its_module(batch):
             return out
 
     mod.Fixed = Fixed
-    code = "from dft.evaluate.readers import register_reader\nregister_reader('hats', Fixed, attributes=lambda cfg: Fixed.attributes)\n"
+    code = (
+        "from dft.evaluate.registry import register_reader\n"
+        "register_reader('hats', Fixed, attributes=lambda cfg: Fixed.attributes)\n"
+    )
     exec(code, mod.__dict__)
     sys.modules.pop(mod.__name__, None)
     cfg = ReaderConfig(kind="hats", module=mod.__name__, options={"answer": "no"})
@@ -64,9 +67,30 @@ def test_plugin_reader_registered_from_its_module(batch):
         sys.modules.pop(mod.__name__, None)
 
 
-def test_unknown_kind_names_the_fix():
-    with pytest.raises(ValueError, match="register_reader"):
+def test_unknown_kind_names_the_field_the_value_and_the_known_kinds():
+    from dft.errors import DftError
+
+    with pytest.raises(DftError, match="register_reader") as e:
         build_reader(ReaderConfig(kind="nope"))
+    msg = str(e.value)
+    assert "'kind'" in msg and "'nope'" in msg and "skin_tone, vqa" in msg and "dft.readers" in msg
+    assert isinstance(e.value, ValueError)  # what callers caught before it was a DftError
+
+
+def test_registry_finds_kinds_through_entry_points_without_importing_them():
+    """As in a fresh Ray worker: nothing imported in advance, the kind's module loaded on lookup only."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from dft.evaluate.config import ReaderConfig\n"
+        "from dft.evaluate.registry import declared_attributes, reader_kinds\n"
+        "assert {'skin_tone', 'clip', 'vqa', 'clip_score', 'world'} <= set(reader_kinds())\n"
+        "assert not [m for m in sys.modules if m.startswith(('dft.world', 'dft.evaluate.clip', 'dft.evaluate.vqa'))]\n"
+        "assert 'gender' in declared_attributes(ReaderConfig(kind='world'))\n"
+        "assert 'dft.world.reader' in sys.modules and 'dft.evaluate.clip_reader' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_two_readers_writing_one_attribute_is_an_error():
@@ -110,7 +134,7 @@ def test_vqa_score_equals_the_models_own_answer_loss(batch):
     """The answer log-probability the reader computes is what the model's loss says it is."""
     import torch
 
-    from dft.evaluate.readers import decode_batch
+    from dft.evaluate.batch import decode_batch
 
     r = build_reader(ReaderConfig(kind="vqa", model="tiny-vqa"))
     images, _ = decode_batch(batch["image"][:1])

@@ -66,7 +66,9 @@ def test_html_is_self_contained(report):
     assert "<script" not in html and "http" not in html
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="headless Chromium is not installed (/usr/bin/chromium; apt-get install chromium)")
+@pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason="headless Chromium is not installed (/usr/bin/chromium; apt-get install chromium)"
+)
 def test_html_in_headless_chromium(report, tmp_path):
     folder, result, _ = report
     args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -80,12 +80,17 @@ def test_parse_and_check_targets():
 def test_config_targets_name_field_rule_and_value():
     from dft.config.load import ConfigError, load_config
 
-    cfg = load_config([], ["evaluate.targets={age: {young: 0.75, elderly: 0.25}}", "evaluate.intersections=[[gender, skin_tone_group]]"])
+    cfg = load_config(
+        [], ["evaluate.targets={age: {young: 0.75, elderly: 0.25}}", "evaluate.intersections=[[gender, skin_tone_group]]"]
+    )
     assert cfg.evaluate.targets["age"]["young"] == 0.75 and cfg.evaluate.intersections == [["gender", "skin_tone_group"]]
     for override, words in [
         ("evaluate.targets={age: {young: 0.7, elderly: 0.2}}", ["evaluate.targets.age", "sum to 1", "0.9"]),
         ("evaluate.targets={age: {young: -0.5, elderly: 1.5}}", ["evaluate.targets.age.young", ">= 0", "-0.5"]),
-        ("evaluate.targets={skin_tone_group: {lighter: 0.5, purple: 0.5}}", ["evaluate.targets.skin_tone_group", "purple", "declared"]),
+        (
+            "evaluate.targets={skin_tone_group: {lighter: 0.5, purple: 0.5}}",
+            ["evaluate.targets.skin_tone_group", "purple", "declared"],
+        ),
         ("evaluate.intersections=[[gender]]", ["evaluate.intersections[0]", "2 distinct"]),
     ]:
         with pytest.raises(ConfigError) as e:
@@ -170,7 +175,8 @@ def test_fairness_command_line_options(tmp_path, capsys):
     help_text = build_parser()._subparsers._group_actions[0].choices["fairness"].format_help()
     for word in ("--target", "--intersect", "--groups", "floor", "paired"):
         assert word in help_text
-    rows = [{"prompt": "p", "gender": "man", "skin_tone_group": "lighter"}] * 6 + [{"prompt": "p", "gender": "woman", "skin_tone_group": "darker"}] * 4
+    rows = [{"prompt": "p", "gender": "man", "skin_tone_group": "lighter"}] * 6
+    rows += [{"prompt": "p", "gender": "woman", "skin_tone_group": "darker"}] * 4
     write_labels(pa.Table.from_pylist(rows), str(tmp_path / "l.csv"))
     code = main(["fairness", str(tmp_path / "l.csv"), "--json", "--bootstrap", "20", "--intersect", "gender,skin_tone_group",
                  "--target", "gender=man:0.6,woman:0.4"])

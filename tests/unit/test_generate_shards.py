@@ -1,11 +1,9 @@
 """Planning, shard commits and readers, without Ray or a model: samples are made up here."""
 
 import hashlib
-import io
 import json
 import os
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -107,7 +105,7 @@ def test_commit_writes_ordered_deterministic_shards_and_reports_failures(tmp_pat
     assert [r["image"] for r in pq_rows] == [f"img{i}".encode() for i in (0, 1, 2, 3, 5)]
     assert pq_rows == wds_rows
     assert set(pq_rows[0]) == set(SAMPLE_SCHEMA.names)
-    for fmt, info in marker["files"].items():
+    for info in marker["files"].values():
         data = storage.read_bytes(storage.join(out, info["path"]))
         assert hashlib.sha256(data).hexdigest() == info["sha256"] and len(data) == info["bytes"]
     # a retried commit (its parts already gone) returns the marker and leaves the shard's files alone

@@ -11,7 +11,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     "job, field",
-    [("generate.py", "generate.steps"), ("finetune.py", "train.max_steps"), ("evaluate.py", "evaluate.bootstrap"), ("run.py", "prompts.images_per_prompt"), ("prompts.py", "prompts.images_per_prompt")],
+    [
+        ("generate.py", "generate.steps"),
+        ("finetune.py", "train.max_steps"),
+        ("evaluate.py", "evaluate.bootstrap"),
+        ("run.py", "prompts.images_per_prompt"),
+        ("prompts.py", "prompts.images_per_prompt"),
+    ],
 )
 def test_job_rejects_bad_config_before_any_work(job, field, tmp_path):
     res = subprocess.run(

@@ -114,3 +114,29 @@ def test_resolving_a_cached_builtin_imports_no_torch():
     folder, imported = out.stdout.strip().splitlines()[-2:]
     assert folder == resolve_model_source("tiny-sd")
     assert imported == "[]", imported
+
+
+def test_builtins_are_entry_points_listed_without_importing_them():
+    """As in a fresh Ray worker: the names come from the entry points; a plugin loads on lookup only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from dft.models.sources import builtin_model, builtin_names\n"
+        "assert {'tiny-sd', 'tiny-flux', 'tiny-clip', 'tiny-vqa', 'world-base'} <= set(builtin_names())\n"
+        "assert not [m for m in sys.modules if m.startswith(('dft.world', 'dft.evaluate', 'torch'))]\n"
+        "assert builtin_model('world-base') is not None and builtin_model('not-a-builtin') is None\n"
+        "assert 'dft.world.builtin' in sys.modules and 'dft.world.base_model' not in sys.modules\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_builtin_registered_in_code_resolves(tmp_path, monkeypatch):
+    from dft.models.sources import register_builtin
+
+    monkeypatch.setenv("DFT_CACHE", str(tmp_path))
+    register_builtin("test-only-model", lambda: {"v": 1}, lambda folder: (folder / "weights.txt").write_text("w"))
+    folder = resolve_model_source("test-only-model")
+    assert open(os.path.join(folder, "weights.txt")).read() == "w"

@@ -18,7 +18,9 @@ def test_shipped_vocabulary_sizes():
 
 
 def test_counts_are_the_product():
-    cfg = PromptsConfig(include={"profession": ["doctor", "nurse"], "ethnicity": ["Black", "White", "Korean"]}, images_per_prompt=3)
+    cfg = PromptsConfig(
+        include={"profession": ["doctor", "nurse"], "ethnicity": ["Black", "White", "Korean"]}, images_per_prompt=3
+    )
     t = PromptTable(cfg)
     n_gender, n_age = len(t.values["gender"]), len(t.values["age"])
     assert len(t.combos) == 2 * 3 * n_gender * n_age
@@ -61,8 +63,9 @@ def test_seeds_unique_and_salted():
 
 def test_subsampling_is_deterministic_and_nested():
     full = PromptTable(PromptsConfig(images_per_prompt=1, include={"profession": ["doctor", "nurse", "pilot", "chef"]}))
-    half = PromptTable(PromptsConfig(images_per_prompt=1, sample_fraction=0.5, include={"profession": ["doctor", "nurse", "pilot", "chef"]}))
-    again = PromptTable(PromptsConfig(images_per_prompt=1, sample_fraction=0.5, include={"profession": ["doctor", "nurse", "pilot", "chef"]}))
+    four = {"profession": ["doctor", "nurse", "pilot", "chef"]}
+    half = PromptTable(PromptsConfig(images_per_prompt=1, sample_fraction=0.5, include=four))
+    again = PromptTable(PromptsConfig(images_per_prompt=1, sample_fraction=0.5, include=four))
     assert [c[0] for c in half.combos] == [c[0] for c in again.combos]
     assert {c[0] for c in half.combos} < {c[0] for c in full.combos}
     assert 0.35 < len(half.combos) / len(full.combos) < 0.65
@@ -146,7 +149,10 @@ def test_targets_weight_the_rows_so_each_attributes_shares_follow_them():
         by_id.setdefault(r["prompt_id"], []).append(r["image_index"])
     assert all(sorted(v) == list(range(len(v))) for v in by_id.values())
     assert [r["seed"] for r in rows if r["image_index"] == 0][:5] == [
-        r["seed"] for r in (x for b in plain.batches() for x in b.to_pylist()) if r["image_index"] == 0 and r["prompt_id"] in by_id][:5]
+        r["seed"]
+        for r in (x for b in plain.batches() for x in b.to_pylist())
+        if r["image_index"] == 0 and r["prompt_id"] in by_id
+    ][:5]
 
 
 def test_targets_are_checked():

@@ -9,7 +9,7 @@ import pytest
 from dft.config.load import load_config
 from dft.models.families import FAMILIES
 from dft.models.published import PUBLISHED, build_on_meta, count_parameters
-from dft.train.memory import DOC_ROWS, GIB, activation_bytes, component_parameters, doc_row_config, estimate, markdown_row
+from dft.train.memory import DOC_ROWS, GIB, activation_bytes, doc_row_config, estimate, markdown_row
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = {"sdxl_cluster.yaml": "sdxl", "sd35_medium_cluster.yaml": "sd3", "flux_dev_lora_cluster.yaml": "flux"}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
+from train_shards import rows
 
 from dft.config.schema import RunConfig
 from dft.models.sources import load_pipeline, resolve_model_source
@@ -13,7 +14,6 @@ from dft.train.components import build_module
 from dft.train.data import decode_image_with_geometry, preprocess_batch
 from dft.train.step import TorchBackend, choose_captions, drop_to_empty, prepare_batch, run_steps
 from dft.train.text import caption_tokenizers, embed_captions, load_text_encoders
-from train_shards import rows
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,8 +66,9 @@ def test_sdxl_loss_is_the_recipe_with_pooled_embeddings_and_time_ids():
 
 
 def test_sdxl_crop_geometry_per_sample():
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(buf, format="PNG")

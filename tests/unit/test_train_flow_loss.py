@@ -9,8 +9,16 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 
 from dft.train.flow import latent_image_ids, pack_latents, unpack_latents
-from dft.train.loss import (flow_loss, flow_loss_weighting, flow_noisy, flow_target, min_snr_weights,
-                            sample_flow_timesteps, snr, timestep_density)
+from dft.train.loss import (
+    flow_loss,
+    flow_loss_weighting,
+    flow_noisy,
+    flow_target,
+    min_snr_weights,
+    sample_flow_timesteps,
+    snr,
+    timestep_density,
+)
 
 
 @pytest.mark.parametrize("scheme", ["logit_normal", "mode", "none", "sigma_sqrt", "cosmap"])

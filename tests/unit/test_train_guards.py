@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from train_shards import write_shards
 
 from dft.config.schema import RunConfig
 from dft.runs import Run
@@ -11,7 +12,6 @@ from dft.train.data import DataError, data_source, find_shards
 from dft.train.deepspeed_config import build_deepspeed_config
 from dft.train.job import check_resume, structure
 from dft.train.step import NonFiniteLoss, TorchBackend, run_steps
-from train_shards import write_shards
 
 
 def _cfg(tmp_run, **train):

@@ -1,6 +1,5 @@
 """The demo world's verdict arithmetic on label tables worked out by hand."""
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -106,7 +105,7 @@ def test_fidelity_counts_unreadable_as_wrong():
 
 
 def test_world_base_is_a_model_source_and_prepare_leaves_other_sources_alone():
-    import dft.world  # noqa: F401  (registers world-base)
+    # world-base is an entry point (pyproject.toml): listed without importing dft.world.
     from dft.config.load import load_config
     from dft.models.sources import builtin_names
     from dft.world.demo import prepare, world_config_path

@@ -5,13 +5,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from world_stub import skin_tone_fn
 
 from dft.prompts.table import render
 from dft.schema import SAMPLE_SCHEMA
 from dft.world import attributes as A
 from dft.world.corpus import CorpusConfig, build_corpus, load_corpus_images
 from dft.world.reader import read_images
-from world_stub import skin_tone_fn
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ import itertools
 
 import numpy as np
 import pytest
+from world_stub import skin_tone_fn
 
 from dft.world import attributes as A
 from dft.world.reader import read_image, read_images
 from dft.world.render import Person, render_batch
-from world_stub import skin_tone_fn
 
 
 def _renders(n_each: int = 10, seed0: int = 1000):
@@ -51,9 +51,9 @@ def test_robust_to_blur():
 
 
 def test_registered_reader_kind_reads_encoded_batches():
-    pytest.importorskip("dft.evaluate.readers")
+    pytest.importorskip("dft.evaluate.registry")
     from dft.evaluate.config import ReaderConfig
-    from dft.evaluate.readers import build_reader, declared_attributes
+    from dft.evaluate.registry import build_reader, declared_attributes
     from dft.world.corpus import png_bytes
     from dft.world.reader import SKIN_GROUP_OF_ETHNICITY
 

@@ -21,7 +21,8 @@ def test_vocabulary_is_the_renderers():
     table = PromptTable(PromptsConfig(vocab="world", template_policy="all", images_per_prompt=1))
     assert len(table.combos) == 3 * 2 * 1 * 4 * len(v.templates)
     neutral = neutral_table(PromptsConfig(vocab="world"), images_per_prompt=1)
-    assert sorted(neutral.column("prompt").to_pylist()) == sorted(f"a photo of a{'n' if p[0] in 'aeiou' else ''} {p}" for p in A.PROFESSIONS)
+    expected = sorted(f"a photo of a{'n' if p[0] in 'aeiou' else ''} {p}" for p in A.PROFESSIONS)
+    assert sorted(neutral.column("prompt").to_pylist()) == expected
 
 
 def test_deterministic_and_seed_dependent():
