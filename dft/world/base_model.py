@@ -55,7 +55,7 @@ class BaseModelConfig:
     train_text_encoder: bool = True
     uncond_prob: float = 0.1  # empty captions, so classifier-free guidance has an unconditional model
     seed: int = 0
-    version: int = 4  # bump when the build changes what it produces for the same settings (3: UNet by dft.train; 4: neutral phrasings)
+    version: int = 4  # bump when the build changes its output for the same settings (3: UNet by dft.train; 4: phrasings)
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]

@@ -186,7 +186,7 @@ def read_images(images: np.ndarray, skin_tone_fn=None) -> list[WorldReading]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The evaluation stage's reader kind "world" (see dft.evaluate.readers): a batch of encoded images in,
+# The evaluation stage's reader kind "world" (see dft.evaluate.registry): a batch of encoded images in,
 # perceived gender and skin tone (coarse group and Monk tone) out, unreadable with a reason.
 
 SKIN_GROUP_OF_ETHNICITY = {"light-skinned": "lighter", "medium-skinned": "medium", "dark-skinned": "darker"}

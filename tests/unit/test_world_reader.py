@@ -121,9 +121,9 @@ def test_damaged_faces_are_degraded_not_a_new_tone():
 def test_the_evaluation_reader_reads_clean_faces_only():
     """A degraded face is unreadable for every attribute (shares count clean faces), and so is an image
     with no face: its gender is not guessed from the background."""
-    pytest.importorskip("dft.evaluate.readers")
+    pytest.importorskip("dft.evaluate.registry")
     from dft.evaluate.config import ReaderConfig
-    from dft.evaluate.readers import build_reader
+    from dft.evaluate.registry import build_reader
     from dft.world.corpus import png_bytes
 
     reader = build_reader(ReaderConfig(kind="world"))
