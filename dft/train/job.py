@@ -6,7 +6,6 @@ loop picks it up with ``ray.train.get_checkpoint()``."""
 
 from __future__ import annotations
 
-from dft.errors import DftError
 import importlib.util
 import json
 import logging
@@ -15,14 +14,10 @@ from dataclasses import dataclass
 
 from dft import storage
 from dft.cluster import worker_env_vars
+from dft.errors import DftError
 from dft.runs import Run
 
 log = logging.getLogger(__name__)
-
-
-
-class NonFiniteLossError(DftError, RuntimeError):
-    pass
 
 
 class TrainingFailed(DftError, RuntimeError):
@@ -158,6 +153,7 @@ def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
     from dft.train.data import build_dataset
     from dft.train.deepspeed_config import resolve_precision
     from dft.train.loop import train_loop_per_worker
+    from dft.train.step import NonFiniteLoss
 
     t = cfg.train
     if t.mlflow_tracking_uri and importlib.util.find_spec("mlflow") is None:
@@ -219,7 +215,7 @@ def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
     if storage.exists(stop_uri(cfg)):
         stop = storage.read_json(stop_uri(cfg))
         kept = result.checkpoint.path if result.checkpoint else "none yet"
-        raise NonFiniteLossError(f"{stop['message']} Latest good checkpoint: {kept}")
+        raise NonFiniteLoss(stop["step"], float(stop.get("value", "nan")), checkpoint=kept)
     if result.checkpoint is None:
         raise RuntimeError(f"training ended without a checkpoint under {experiment_uri(cfg)}")
     ckpt_uri = result.checkpoint.path

@@ -355,7 +355,8 @@ def train_loop_per_worker(config: dict) -> None:
         # as the latest. Ending cleanly (not raising) keeps Ray Train from retrying a deterministic failure.
         logs.close()
         if rank == 0 and config.get("stop_uri"):
-            storage.write_json(config["stop_uri"], {"step": exc.step, "reason": "nonfinite_loss", "message": str(exc)})
+            storage.write_json(config["stop_uri"], {"step": exc.step, "value": str(exc.value), "reason": "nonfinite_loss",
+                                                 "message": str(exc)})
         ray.train.report({"step": exc.step, "nonfinite_loss": str(exc)})
         return
     logs.close()
