@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dft import storage
-from dft.generate.shards import shard_files
+from dft.generate.shards import iter_webdataset, shard_files
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,7 @@ def _small_shard_is_empty(uri: str, fmt: str) -> bool:
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(io.BytesIO(storage.read_bytes(uri))).metadata.num_rows == 0
-    return _tar_is_empty(uri)
-
-
-def _tar_is_empty(uri: str) -> bool:
-    import tarfile
-
-    with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(uri))) as tar:
-        return not any(m.isfile() for m in tar)
+    return next(iter_webdataset(uri), None) is None
 
 
 def _pyarrow_paths(files: list[str]):
