@@ -32,7 +32,7 @@ def _cfg(run_uri: str, **train) -> RunConfig:
 
 
 def _fixed_batch(n=16):
-    from dft.train.data import decode_image, tokenize, tokenizer_for
+    from dft.train.preprocess import decode_image, tokenize, tokenizer_for
 
     rs = rows(n)
     tok = tokenizer_for("tiny-sd", None)

@@ -7,7 +7,7 @@ import torch
 
 from dft.config.schema import RunConfig
 from dft.runs import Run
-from dft.train.data import DataError, data_source, find_shards
+from dft.train.source import DataError, data_source, find_shards
 from dft.train.deepspeed_config import build_deepspeed_config
 from dft.train.job import check_resume, structure
 from dft.train.step import NonFiniteLoss, TorchBackend, run_steps

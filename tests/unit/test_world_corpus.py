@@ -71,8 +71,8 @@ def test_neutral_rows_follow_the_configured_skew(corpus):
 
 
 def test_the_training_stage_finds_the_shards(corpus):
-    pytest.importorskip("dft.train.data")
-    from dft.train.data import find_shards
+    pytest.importorskip("dft.train.source")
+    from dft.train.source import find_shards
 
     _, out, _ = corpus
     assert len(find_shards(out, "parquet")) == 3 and len(find_shards(out, "webdataset")) == 3
