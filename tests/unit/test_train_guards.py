@@ -8,9 +8,9 @@ import torch
 
 from dft.config.schema import RunConfig
 from dft.runs import Run
-from dft.train.source import DataError, data_source, find_shards
 from dft.train.deepspeed_config import build_deepspeed_config
 from dft.train.job import check_resume, structure
+from dft.train.source import DataError, data_source, find_shards
 from dft.train.spec import WorkerSpec
 from dft.train.step import NonFiniteLoss, TorchBackend, run_steps
 from train_shards import write_shards
