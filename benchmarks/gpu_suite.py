@@ -96,7 +96,7 @@ def bare_training(cfg, data_uri: str, steps: int) -> float:
     from dft.generate.shards import shard_files
     from dft.models.sources import resolve_model_source
     from dft.train.components import build_module, model_info
-    from dft.train.data import preprocess_batch
+    from dft.train.preprocess import preprocess_batch
     from dft.train.step import TorchBackend, prepare_batch, run_steps
 
     folder = resolve_model_source(cfg.model.source, cache_dir=cfg.model.cache_dir)

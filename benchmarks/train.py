@@ -56,7 +56,7 @@ def bare(args) -> dict:
     from dft.generate.shards import shard_files
     from dft.models.sources import resolve_model_source
     from dft.train.components import build_module, model_info
-    from dft.train.data import decode_image, tokenize, tokenizer_for
+    from dft.train.preprocess import decode_image, tokenize, tokenizer_for
     from dft.train.step import TorchBackend, run_steps
 
     torch.set_num_threads(args.threads)

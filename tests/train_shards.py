@@ -8,13 +8,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import tarfile
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dft.schema import METADATA_COLUMNS, SAMPLE_SCHEMA, sample_key
+from dft.generate.shards import write_webdataset_shard
+from dft.schema import SAMPLE_SCHEMA, sample_key
 
 COLOURS = {"man": (200, 40, 40), "woman": (40, 40, 200)}
 BACKGROUNDS = {"doctor": (230, 230, 230), "nurse": (30, 30, 30)}
@@ -54,15 +54,7 @@ def rows(n: int, size: int = 32) -> list[dict]:
     return out
 
 
-def _tar_add(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def write_shards(
-    out_dir: str, n: int = 32, shard_size: int = 16, size: int = 32, formats=("parquet", "webdataset")
-) -> list[dict]:
+def write_shards(out_dir: str, n: int = 32, shard_size: int = 16, size: int = 32, formats=("parquet", "webdataset")) -> list[dict]:
     """Write RUN/synthetic-style shards (parquet/, webdataset/, manifest.json last) into a local folder."""
     all_rows = rows(n, size)
     shards = []
@@ -78,11 +70,7 @@ def write_shards(
         if "webdataset" in formats:
             rel = f"webdataset/shard-{index:05d}.tar"
             os.makedirs(os.path.join(out_dir, "webdataset"), exist_ok=True)
-            with tarfile.open(os.path.join(out_dir, rel), "w") as tar:
-                for r in chunk:
-                    _tar_add(tar, f"{r['key']}.png", r["image"])
-                    _tar_add(tar, f"{r['key']}.json", json.dumps({c: r[c] for c in METADATA_COLUMNS}).encode())
-                    _tar_add(tar, f"{r['key']}.txt", r["prompt"].encode())
+            write_webdataset_shard(os.path.join(out_dir, rel), pa.Table.from_pylist(chunk, schema=SAMPLE_SCHEMA))
             files["webdataset"] = {"path": rel}
         shards.append({"index": index, "images": len(chunk), "files": files})
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import posixpath
-import tarfile
 from typing import Iterator
 
 import numpy as np
@@ -97,22 +95,14 @@ def _parquet_rows(path: str) -> Iterator[dict]:
 
 
 def _tar_rows(path: str) -> Iterator[dict]:
+    from dft.generate.shards import iter_webdataset
+
     for uri in _files(path, "**/*.tar"):
-        fs, p = storage.filesystem(uri)
-        with fs.open(p, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
-            current, row = None, {}
-            for member in tar:
-                if not member.isfile():
-                    continue
-                base = posixpath.basename(member.name)
-                key, _, ext = base.partition(".")
-                key = posixpath.join(posixpath.dirname(member.name), key) if posixpath.dirname(member.name) else key
-                if key != current:
-                    if row.get("image") is not None:
-                        yield rename_prompt_attributes(row)
-                    current, row = key, {"key": key}
-                data = tar.extractfile(member).read()
-                _tar_field(row, ext.lower(), data)
+        for sample in iter_webdataset(uri):
+            row = {"key": sample["__key__"]}
+            for ext, data in sample.items():
+                if ext != "__key__":
+                    _tar_field(row, ext.lower(), data)
             if row.get("image") is not None:
                 yield rename_prompt_attributes(row)
 

@@ -2,7 +2,7 @@
 
     index.html    summary table, charts and contact sheets; opens from disk (relative paths only,
                   no script, no network)
-    report.md     the same summary as Markdown
+    report.md     the same document as Markdown (one document model, dft.evaluate.document)
     metrics.json  the evaluation's metrics (the ``dft fairness`` JSON layout plus the quality guard)
     charts/       PNG: per attribute, the average metrics of each model with intervals, and the
                   perceived distribution per prompt for each model; per joint attribute
@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import html
 import io
 import logging
 import re
@@ -24,6 +23,7 @@ import pyarrow as pa
 
 from dft import storage
 from dft.evaluate import metrics as M
+from dft.evaluate.document import Bullets, Cell, Document, Figure, Heading, Note, Table, to_html, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -333,14 +333,15 @@ def write_report(run, cfg) -> dict:
             written += 1
     rows = summary_rows(result)
     storage.write_json(storage.join(out, "metrics.json"), result)
-    storage.write_text(storage.join(out, "report.md"), render_markdown(result, rows, charts, sheets, cfg.title))
-    storage.write_text(storage.join(out, "index.html"), render_html(result, rows, charts, sheets, cfg.title))
+    doc = report_document(result, rows, charts, sheets, cfg.title)
+    storage.write_text(storage.join(out, "report.md"), to_markdown(doc))
+    storage.write_text(storage.join(out, "index.html"), to_html(doc))
     log.info("report written to %s", storage.join(out, "index.html"))
     return {"images": written, "attributes": len(attrs), "prompts": len(prompts), "models": len(models)}
 
 
 # ---------------------------------------------------------------------------------------------
-# Rendering
+# The document (rendered by dft.evaluate.document)
 
 
 def _intro(result: dict) -> list[str]:
@@ -363,110 +364,53 @@ def _intro(result: dict) -> list[str]:
     return lines
 
 
-def render_markdown(result, rows, charts, sheets, title) -> str:
+def report_document(result: dict, rows: list[dict], charts: dict, sheets: dict, title: str) -> Document:
+    """The report's one document: summary table, quality guard, charts, contact sheets."""
     models = list(result["models"])
     comp = result.get("comparison")
-    out = [f"# {title}", ""] + _intro(result) + [""]
+    doc = Document(title)
+    doc.add(*(Note(line) for line in _intro(result)))
+    items = []
     for m in models:
         src = result.get("models_sources", {}).get(m)
-        out.append(f"- **{m}**: {result['models'][m]['images']} images" + (f" (model source `{src}`)" if src else ""))
-    out += ["", "## Summary", ""]
-    head = ["perceived attribute", "metric", "better"] + models + (["change", "verdict"] if comp else [])
-    out.append("| " + " | ".join(head) + " |")
-    out.append("|" + "---|" * len(head))
+        item = [("b", m), ("", f": {result['models'][m]['images']} images")]
+        if src:
+            item += [("", " (model source "), ("code", src), ("", ")")]
+        items.append(item)
+    doc.add(Bullets(items), Heading(2, "Summary"))
+    head = [Cell("perceived attribute", left=True), Cell("metric", left=True), Cell("better")]
+    head += [Cell(m) for m in models] + ([Cell("change"), Cell("verdict")] if comp else [])
+    body = []
     for r in rows:
-        cells = [r["attribute"], r["metric"], r["direction"]]
+        cells = [Cell(r["attribute"], left=True), Cell(r["metric"], left=True), Cell(r["direction"])]
         for m in models:
             v = r["values"].get(m)
-            note = "" if v is None else _floor_note(v)
-            cells.append("" if v is None else (f"{_value(v)} {_ci(v)}".strip() + (f" ({note})" if note else "")))
-        if comp:
-            sig = " (significant)" if r.get("significant") else ""
-            cells += [_pct(r.get("change")), (r.get("verdict") or "") + sig]
-        out.append("| " + " | ".join(cells) + " |")
-    q = result.get("quality", {}).get("clip_score")
-    if q:
-        out += ["", "## Quality guard: CLIP score of images against their prompts", ""]
-        for m, blk in q.items():
-            out.append(f"- {m}: {blk['mean']:.2f} {_ci(blk)} over {blk['images']} images")
-    out += ["", "## Charts", ""]
-    for a, c in charts.items():
-        out.append(f"### perceived {a}")
-        out.append(f"![{a} metrics]({c['metrics']})")
-        if c.get("heatmap"):
-            out.append(f"![{a} shares per model]({c['heatmap']})")
-        for p, rel in c["prompts"].items():
-            out.append(f"![{a}: {p}]({rel})")
-        out.append("")
-    if sheets:
-        out += ["## Contact sheets", ""]
-        for p, per_model in sheets.items():
-            out.append(f"### {p}")
-            for m, rel in per_model.items():
-                out.append(f"**{m}**  \n![{m}: {p}]({rel})")
-            out.append("")
-    return "\n".join(out) + "\n"
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
-table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f2f2f2}td.l,th.l{text-align:left}.better{color:#1a7f37;font-weight:600}.worse{color:#b42318;font-weight:600}
-.note{color:#555;font-size:13px}img{max-width:100%}figure{display:inline-block;margin:6px;vertical-align:top}
-figcaption{font-size:12px;color:#444}h2{border-bottom:1px solid #ddd;padding-bottom:4px}
-"""
-
-
-def render_html(result, rows, charts, sheets, title) -> str:
-    e = html.escape
-    models = list(result["models"])
-    comp = result.get("comparison")
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title><style>{_CSS}</style></head><body>"]
-    parts.append(f"<h1>{e(title)}</h1>")
-    parts += [f"<p class='note'>{e(line)}</p>" for line in _intro(result)]
-    parts.append("<ul>")
-    for m in models:
-        src = result.get("models_sources", {}).get(m)
-        parts.append(f"<li><b>{e(m)}</b>: {result['models'][m]['images']} images" + (f" (model source <code>{e(src)}</code>)" if src else "") + "</li>")
-    parts.append("</ul><h2>Summary</h2><table id='summary'><thead><tr><th class='l'>perceived attribute</th><th class='l'>metric</th><th>better</th>")
-    parts += [f"<th>{e(m)}</th>" for m in models]
-    if comp:
-        parts.append("<th>change</th><th>verdict</th>")
-    parts.append("</tr></thead><tbody>")
-    for r in rows:
-        parts.append(f"<tr><td class='l'>{e(r['attribute'])}</td><td class='l'>{e(r['metric'])}</td><td>{e(r['direction'])}</td>")
-        for m in models:
-            v = r["values"].get(m)
-            note = "" if v is None else _floor_note(v)
-            parts.append("<td></td>" if v is None else f"<td>{_value(v)} <small>{_ci(v)}</small>"
-                         + (f"<br><small class='note'>{e(note)}</small>" if note else "") + "</td>")
+            cells.append(Cell() if v is None else Cell(_value(v), small=_ci(v), note=_floor_note(v)))
         if comp:
             verdict = r.get("verdict") or ""
             sig = " (significant)" if r.get("significant") else ""
-            parts.append(f"<td>{_pct(r.get('change'))}</td><td class='{e(verdict)}'>{e(verdict + sig)}</td>")
-        parts.append("</tr>")
-    parts.append("</tbody></table>")
+            cells += [Cell(_pct(r.get("change"))), Cell(verdict + sig, cls=verdict)]
+        body.append(cells)
+    doc.add(Table("summary", head, body))
     q = result.get("quality", {}).get("clip_score")
     if q:
-        parts.append("<h2>Quality guard</h2><p class='note'>CLIP score of images against their own prompts (higher: the image follows its prompt better).</p><ul>")
-        parts += [f"<li>{e(m)}: {blk['mean']:.2f} {_ci(blk)} over {blk['images']} images</li>" for m, blk in q.items()]
-        parts.append("</ul>")
-    parts.append("<h2>Perceived attribute distributions</h2>")
+        doc.add(Heading(2, "Quality guard"),
+                Note("CLIP score of images against their own prompts (higher: the image follows its prompt better)."),
+                Bullets([[("", f"{m}: {blk['mean']:.2f} {_ci(blk)} over {blk['images']} images")] for m, blk in q.items()]))
+    doc.add(Heading(2, "Perceived attribute distributions"))
     for a, c in charts.items():
-        parts.append(f"<h3>perceived {e(a)}</h3>")
+        doc.add(Heading(3, f"perceived {a}"))
         if all(result["models"][m]["attributes"].get(a, {}).get("readable", 0) == 0 for m in models):
-            parts.append("<p class='note'>No image had a readable value: the charts below are empty.</p>")
-        parts.append(f"<figure><img src='{e(c['metrics'])}' alt='{e(a)} metrics'></figure><br>")
+            doc.add(Note("No image had a readable value: the charts below are empty."))
+        doc.add(Figure(c["metrics"], f"{a} metrics", own_line=True))
         if c.get("heatmap"):
-            parts.append(f"<figure><img src='{e(c['heatmap'])}' alt='{e(a)} shares per model'><figcaption>shares of "
-                         f"{e(a)} per model, with the target in brackets</figcaption></figure><br>")
-        for p, rel in c["prompts"].items():
-            parts.append(f"<figure><img src='{e(rel)}' alt='{e(a)}: {e(p)}'><figcaption>{e(p)}</figcaption></figure>")
+            doc.add(Figure(c["heatmap"], f"{a} shares per model",
+                           caption=f"shares of {a} per model, with the target in brackets", own_line=True))
+        doc.add(*(Figure(rel, f"{a}: {p}", caption=p) for p, rel in c["prompts"].items()))
     if sheets:
-        parts.append("<h2>Contact sheets</h2><p class='note'>Sample images per prompt and model, captioned with what the readers perceived (? = unreadable).</p>")
+        doc.add(Heading(2, "Contact sheets"),
+                Note("Sample images per prompt and model, captioned with what the readers perceived (? = unreadable)."))
         for p, per_model in sheets.items():
-            parts.append(f"<h3>{e(p)}</h3>")
-            for m, rel in per_model.items():
-                parts.append(f"<figure class='sheet'><img src='{e(rel)}' alt='{e(m)}: {e(p)}'><figcaption>{e(m)}</figcaption></figure>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+            doc.add(Heading(3, p))
+            doc.add(*(Figure(rel, f"{m}: {p}", caption=m, cls="sheet") for m, rel in per_model.items()))
+    return doc

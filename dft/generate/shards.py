@@ -21,7 +21,7 @@ import json
 import logging
 import posixpath
 import tarfile
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -202,29 +202,39 @@ def sample_from_webdataset(files: dict[str, Any]) -> dict:
     return {**meta, "image": bytes(image)}
 
 
-def _iter_tar(uri: str) -> Iterator[dict]:
-    data = storage.read_bytes(uri)
+def iter_webdataset(source: str | IO[bytes]) -> Iterator[dict[str, Any]]:
+    """The one WebDataset tar reader: a shard (a URI, or an open binary file) as its samples, in tar order,
+    each ``{"__key__": KEY, EXT: bytes, ...}`` (``webdataset``'s grouping with ``decoder=None``).
+
+    A member ``DIR/KEY.EXT`` belongs to sample ``DIR/KEY``; EXT is everything after the first dot
+    of its name (``png``, ``json``, ``seg.png``), as written. The tar is streamed, not held whole."""
+    if isinstance(source, str):
+        fs, path = storage.filesystem(source)
+        with fs.open(path, "rb") as f:
+            yield from iter_webdataset(f)
+        return
     group: dict[str, Any] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+    with tarfile.open(fileobj=source, mode="r|*") as tar:
         for member in tar:
             if not member.isfile():
                 continue
-            base = posixpath.basename(member.name)
-            key, _, ext = base.partition(".")
+            folder, base = posixpath.split(member.name)
+            stem, _, ext = base.partition(".")
+            key = posixpath.join(folder, stem) if folder else stem
             if group and group["__key__"] != key:
-                yield sample_from_webdataset(group)
+                yield group
                 group = {}
             group["__key__"] = key
             group[ext] = tar.extractfile(member).read()
     if group:
-        yield sample_from_webdataset(group)
+        yield group
 
 
 def iter_samples(out_uri: str, fmt: str = "parquet") -> Iterator[dict]:
     """Every sample as a dict of SAMPLE_SCHEMA fields, shard by shard (small tools and tests)."""
     for uri in shard_files(out_uri, fmt):
         if fmt == "webdataset":
-            yield from _iter_tar(uri)
+            yield from (sample_from_webdataset(g) for g in iter_webdataset(uri))
         else:
             pf = pq.ParquetFile(io.BytesIO(storage.read_bytes(uri)))
             for batch in pf.iter_batches(batch_size=256):

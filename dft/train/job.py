@@ -16,13 +16,9 @@ from dft import storage
 from dft.cluster import worker_env_vars
 from dft.errors import DftError
 from dft.runs import Run
+from dft.train.spec import WorkerSpec, needs_same_world, resize_message
 
 log = logging.getLogger(__name__)
-
-
-
-class NonFiniteLossError(DftError, RuntimeError):
-    pass
 
 
 class TrainingFailed(DftError, RuntimeError):
@@ -74,8 +70,6 @@ def latest_state(cfg) -> dict | None:
 
 
 def check_resume(cfg, state: dict | None) -> None:
-    from dft.train.loop import needs_same_world, resize_message
-
     if state is None:
         return
     if state.get("structure") != structure(cfg):
@@ -158,6 +152,7 @@ def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
     from dft.train.data import build_dataset
     from dft.train.deepspeed_config import resolve_precision
     from dft.train.loop import train_loop_per_worker
+    from dft.train.step import NonFiniteLoss
 
     t = cfg.train
     if t.mlflow_tracking_uri and importlib.util.find_spec("mlflow") is None:
@@ -176,22 +171,14 @@ def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
     wait_for_resources([resources] * t.num_workers, f"train: {t.num_workers} Ray Train worker(s)")
     ds, data_info = build_dataset(t, run, source=cfg.model.source, cache_dir=cfg.model.cache_dir,
                                   resolution=resolution, use_gpu=use_gpu)
-    loop_config = {
-        "train": t.model_dump(mode="json"),
-        # Workers resolve the source themselves (s3:// copies land in each node's cache).
-        "model_source": cfg.model.source,
-        "cache_dir": cfg.model.cache_dir,
-        "use_gpu": use_gpu,
-        "structure": structure(cfg),
-        "run_name": cfg.run.name,
-        "tb_uri": run.path("logs", "train"),
-        # Where rank 0 records a deliberate stop (non-finite loss): Ray keeps only checkpointed metrics.
-        "stop_uri": stop_uri(cfg),
-        "fault_marker_uri": run.path("checkpoints", "_faults", f"step-{t.fault_inject_step}") if t.fault_inject_step else None,
-    }
+    spec = WorkerSpec(
+        train=t, model_source=cfg.model.source, cache_dir=cfg.model.cache_dir, use_gpu=use_gpu,
+        structure=structure(cfg), run_name=cfg.run.name, tb_uri=run.path("logs", "train"), stop_uri=stop_uri(cfg),
+        fault_marker_uri=run.path("checkpoints", "_faults", f"step-{t.fault_inject_step}") if t.fault_inject_step else None,
+    )
     trainer = DftTorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config=spec.to_dict(),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=run_config(cfg, worker_env),
@@ -219,7 +206,7 @@ def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
     if storage.exists(stop_uri(cfg)):
         stop = storage.read_json(stop_uri(cfg))
         kept = result.checkpoint.path if result.checkpoint else "none yet"
-        raise NonFiniteLossError(f"{stop['message']} Latest good checkpoint: {kept}")
+        raise NonFiniteLoss(stop["step"], float(stop.get("value", "nan")), checkpoint=kept)
     if result.checkpoint is None:
         raise RuntimeError(f"training ended without a checkpoint under {experiment_uri(cfg)}")
     ckpt_uri = result.checkpoint.path

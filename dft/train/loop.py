@@ -1,4 +1,5 @@
-"""``train_loop_per_worker``: one Ray Train worker = one DeepSpeed rank running the pure step loop.
+"""One Ray Train worker = one DeepSpeed rank running the pure step loop: ``TrainWorker``, built from the
+driver's ``WorkerSpec``; ``train_loop_per_worker`` is the function Ray Train calls.
 
 Checkpoints hold DeepSpeed's per-rank files under ``deepspeed/`` (Ray merges the ranks' folders),
 plus ``state.json`` (step, data position, world size, config) and ``ema.pt`` from rank 0, and each rank's
@@ -9,11 +10,10 @@ re-submitted job) draws the same noise, timesteps and captions as one that never
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 import torch
 
@@ -23,6 +23,8 @@ from dft.train.components import build_module, trainable_named_parameters
 from dft.train.config import TrainConfig
 from dft.train.deepspeed_config import build_deepspeed_config, disable_cpu_shm_comm
 from dft.train.ema import EMA
+from dft.train.logs import Logs, progress_logger
+from dft.train.spec import ResizeError, WorkerSpec, needs_same_world, resize_message
 from dft.train.step import NonFiniteLoss, StepStats, check_finite, prepare_batch, run_steps
 
 STATE = "state.json"
@@ -45,37 +47,8 @@ def restore_rng_state(state: dict, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-class ResizeError(DftError, RuntimeError):
-    """A ZeRO checkpoint cannot resume on another number of workers under the configured policy."""
-
-
 class InjectedFault(RuntimeError):
     """Raised once by the test switch train.fault_inject_step."""
-
-
-def _progress_logger() -> logging.Logger:
-    lg = logging.getLogger("dft.train.progress")
-    if not lg.handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(message)s"))
-        lg.addHandler(h)
-        lg.setLevel(logging.INFO)
-        lg.propagate = False
-    return lg
-
-
-def resize_message(saved_world: int, world: int, zero_stage: int, step: int) -> str:
-    return (
-        f"the latest checkpoint (step {step}) was written by {saved_world} workers with ZeRO stage {zero_stage}, "
-        f"and this run has {world}: ZeRO's optimizer state is partitioned per worker and DeepSpeed cannot "
-        f"re-partition it. Set train.num_workers={saved_world} to resume exactly, or "
-        "train.resize_policy=reset_optimizer to keep the weights and step and restart the optimizer moments, "
-        "or --force to start over."
-    )
-
-
-def needs_same_world(zero_stage: int) -> bool:
-    return zero_stage >= 1
 
 
 class DeepSpeedBackend:
@@ -148,181 +121,125 @@ class BatchStream:
                              self.gen, self.empty_ids, self.device)
 
 
-class Logs:
-    """Rank 0's metric sinks: the progress line, TensorBoard in the run folder, MLflow when configured."""
+@dataclass
+class Window:
+    """The steps since the last report: what the next metrics average over."""
 
-    def __init__(self, cfg: TrainConfig, tb_uri: str | None, run_name: str, rank: int):
-        self.cfg, self.rank, self.tb_uri = cfg, rank, tb_uri
-        self.log = _progress_logger()
-        self.writer = self.mlflow = None
-        self.t_start = time.perf_counter()
-        if rank != 0:
-            return
-        if tb_uri:
-            from torch.utils.tensorboard import SummaryWriter
+    loss: float = 0.0
+    n: int = 0
+    samples: int = 0
+    data_s: float = 0.0
+    t: float = field(default_factory=time.perf_counter)
 
-            self.tb_local = tb_uri if not storage.is_remote(tb_uri) else tempfile.mkdtemp(prefix="dft-tb-")
-            self.writer = SummaryWriter(self.tb_local)
-        if cfg.mlflow_tracking_uri:
-            import mlflow
+    def add(self, stats: StepStats) -> None:
+        self.loss += stats.loss
+        self.n += 1
+        self.samples += stats.samples
+        self.data_s += stats.data_seconds
 
-            mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
-            mlflow.set_experiment(run_name)
-            self.mlflow = mlflow.start_run(run_name=run_name)
-            mlflow.log_params({k: v for k, v in cfg.model_dump().items() if not isinstance(v, dict)})
+    def metrics(self, stats: StepStats) -> dict:
+        dt = time.perf_counter() - self.t
+        n = max(self.n, 1)
+        return {"step": stats.step, "loss": self.loss / n, "lr": stats.lr, "grad_norm": stats.grad_norm,
+                "samples_per_s": self.samples / dt if dt > 0 else 0.0, "steps_per_s": n / dt if dt > 0 else 0.0,
+                "ingest_share": self.data_s / dt if dt > 0 else 0.0}  # of the window, waiting for batches
 
-    def write(self, metrics: dict, step: int) -> None:
-        if self.rank != 0:
-            return
-        c = self.cfg
-        eta = (c.max_steps - step) / max(metrics["steps_per_s"], 1e-9)
-        gn = metrics.get("grad_norm")
-        self.log.info(
-            "train step %d/%d (%.0f%%) | loss %.4f | lr %.2e | grad %s | %.1f samples/s | epoch %d | eta %s",
-            step, c.max_steps, 100 * step / c.max_steps, metrics["loss"], metrics["lr"],
-            "-" if gn is None else f"{gn:.3f}", metrics["samples_per_s"], metrics["epoch"],
-            time.strftime("%H:%M:%S", time.gmtime(eta)),
+
+class TrainWorker:
+    """One rank's training: the engine, EMA, data position, random streams and metric window live on
+    ``self``. ``run`` = ``restore`` (the latest checkpoint, if any), ``seed``, then ``run_steps`` calling
+    ``step`` after every optimizer step, which reports, saves (``save``) and injects test faults."""
+
+    def __init__(self, spec: WorkerSpec, *, rank: int, world: int):
+        import deepspeed
+
+        from dft.models.sources import resolve_model_source
+
+        self.spec, self.cfg, self.rank, self.world = spec, spec.train, rank, world
+        cfg = self.cfg
+        if not spec.use_gpu:
+            torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+        disable_cpu_shm_comm()
+        self.folder = resolve_model_source(spec.model_source, cache_dir=spec.cache_dir)
+        torch.manual_seed(cfg.seed)  # identical initial adapters on every rank
+        module, _counts = build_module(self.folder, cfg, need_vae=not cfg.precompute_latents)
+        params = [p for p in module.parameters() if p.requires_grad]
+        self.engine, _opt, _, _sched = deepspeed.initialize(
+            model=module, model_parameters=params, config=build_deepspeed_config(cfg, world, spec.use_gpu)
         )
-        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
-        if self.writer is not None:
-            for k, v in scalars.items():
-                self.writer.add_scalar(f"train/{k}", v, step)
-            self.writer.flush()
-        if self.mlflow is not None:
-            import mlflow
+        self.ema = EMA(trainable_named_parameters(self.engine.module), cfg.ema_decay) if cfg.ema_decay else None
+        # Where the run stands: step, data position (epoch, batch in it), samples; set by restore.
+        self.start_step, self.epoch, self.position, self.samples_seen = 0, 0, 0, 0
+        self.timing: dict = {}  # restore_s, checkpoint_s: reported with the next metrics
+        self.last_saved = 0
+        self.preemption_saved = False  # one checkpoint per notice, as Ray's pattern does
+        self.window = Window()
+        self.gen: torch.Generator | None = None
+        self.stream: BatchStream | None = None
+        self.logs: Logs | None = None
 
-            mlflow.log_metrics(scalars, step=step)
-
-    def sync(self) -> None:
-        """Publish TensorBoard files to an s3:// run folder (local run folders are written in place)."""
-        if self.writer is not None and storage.is_remote(self.tb_uri):
-            self.writer.flush()
-            storage.upload_folder(self.tb_local, self.tb_uri)
-
-    def close(self) -> None:
-        self.sync()
-        if self.writer is not None:
-            self.writer.close()
-        if self.mlflow is not None:
-            import mlflow
-
-            mlflow.end_run()
-
-
-def train_loop_per_worker(config: dict) -> None:
-    import deepspeed
-    import ray.train
-
-    from dft.models.sources import resolve_model_source
-
-    cfg = TrainConfig.model_validate(config["train"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    use_gpu = bool(config["use_gpu"])
-    if not use_gpu:
-        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    disable_cpu_shm_comm()
-
-    folder = resolve_model_source(config["model_source"], cache_dir=config.get("cache_dir"))
-    torch.manual_seed(cfg.seed)  # identical initial adapters on every rank
-    module, _counts = build_module(folder, cfg, need_vae=not cfg.precompute_latents)
-    params = [p for p in module.parameters() if p.requires_grad]
-    engine, _opt, _, _sched = deepspeed.initialize(
-        model=module, model_parameters=params, config=build_deepspeed_config(cfg, world, use_gpu)
-    )
-    ema = EMA(trainable_named_parameters(engine.module), cfg.ema_decay) if cfg.ema_decay else None
-
-    step, epoch, position, samples_seen = 0, 0, 0, 0
-    saved_rng = None
-    timing: dict = {}
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
+    def restore(self, ckpt) -> dict | None:
+        """Load a checkpoint (Ray's ``Checkpoint``, or None); returns this rank's saved random state when
+        it can continue its streams exactly (the same number of workers)."""
+        if ckpt is None:
+            return None
+        cfg, rank, engine = self.cfg, self.rank, self.engine
+        saved_rng = None
         t_restore = time.perf_counter()
         with ckpt.as_directory() as d:
             with open(os.path.join(d, STATE)) as f:
                 state = json.load(f)
-            step, epoch, position = state["step"], state["epoch"], state["position"]
-            samples_seen = state["samples_seen"]
-            resized = state["world_size"] != world
+            step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+            self.start_step = self.last_saved = step
+            self.samples_seen = state["samples_seen"]
+            resized = state["world_size"] != self.world
             if resized and needs_same_world(state["zero_stage"]) and cfg.resize_policy == "fail":
-                raise ResizeError(resize_message(state["world_size"], world, state["zero_stage"], step))
+                raise ResizeError(resize_message(state["world_size"], self.world, state["zero_stage"], step))
             module_only = resized and needs_same_world(state["zero_stage"])
             engine.load_checkpoint(os.path.join(d, DS_DIR), tag=state["tag"], load_module_only=module_only)
             if module_only and engine.lr_scheduler is not None:
                 engine.lr_scheduler.step(step)
             if resized:
                 # Positions were per worker; with another split, start the epoch over.
-                position = 0
-            if ema is not None and os.path.exists(os.path.join(d, EMA_FILE)):
-                ema.load_state_dict(torch.load(os.path.join(d, EMA_FILE), map_location="cpu"))
+                self.position = 0
+            if self.ema is not None and os.path.exists(os.path.join(d, EMA_FILE)):
+                self.ema.load_state_dict(torch.load(os.path.join(d, EMA_FILE), map_location="cpu"))
             rng_file = os.path.join(d, RNG_DIR, f"rank-{rank}.pt")
             if not resized and os.path.exists(rng_file):
                 saved_rng = torch.load(rng_file, weights_only=False)
-        timing["restore_s"] = time.perf_counter() - t_restore
-        _progress_logger().info("rank %d resumed from step %d (epoch %d, batch %d)", rank, step, epoch, position)
+        self.timing["restore_s"] = time.perf_counter() - t_restore
+        progress_logger().info("rank %d resumed from step %d (epoch %d, batch %d)", rank, step, self.epoch,
+                               self.position)
+        return saved_rng
 
-    # Fresh randomness per rank and per resume point: noise, timesteps and caption draws.
-    torch.manual_seed(cfg.seed * 7919 + rank * 104729 + step)
-    gen = torch.Generator().manual_seed(cfg.seed * 31 + rank * 7 + step * 1_000_003)
-    if saved_rng is not None:  # the same rank at the same step: continue its streams exactly
-        restore_rng_state(saved_rng, gen)
-    empty_ids = None
-    if cfg.empty_caption_prob > 0:
-        from dft.train.text import empty_caption_inputs
+    def seed(self, saved_rng: dict | None, shard) -> None:
+        """Fresh randomness per rank and per resume point (noise, timesteps, caption draws), or the saved
+        streams continued; then the batch stream over this rank's data shard and the metric sinks."""
+        cfg, rank, step = self.cfg, self.rank, self.start_step
+        torch.manual_seed(cfg.seed * 7919 + rank * 104729 + step)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 31 + rank * 7 + step * 1_000_003)
+        if saved_rng is not None:  # the same rank at the same step: continue its streams exactly
+            restore_rng_state(saved_rng, self.gen)
+        empty_ids = None
+        if cfg.empty_caption_prob > 0:
+            from dft.train.text import empty_caption_inputs
 
-        empty_ids = empty_caption_inputs(folder, cfg)  # per caption column
-    stream = BatchStream(ray.train.get_dataset_shard("train"), cfg, engine.device, epoch, position, gen, empty_ids)
-    batches = iter(stream)
-    logs = Logs(cfg, config.get("tb_uri"), config.get("run_name", "dft"), rank)
-    window = {"loss": 0.0, "n": 0, "samples": 0, "data_s": 0.0, "t": time.perf_counter()}
-    last_saved = {"step": step}
-    preemption = {"saved": False}  # one checkpoint per notice, as Ray's pattern does
-    per_micro = cfg.batch_size * world
+            empty_ids = empty_caption_inputs(self.folder, cfg)  # per caption column
+        self.stream = BatchStream(shard, cfg, self.engine.device, self.epoch, self.position, self.gen, empty_ids)
+        self.logs = Logs(cfg, self.spec.tb_uri, self.spec.run_name, rank)
+        self.window = Window()
 
-    def metrics_for(stats: StepStats) -> dict:
-        dt = time.perf_counter() - window["t"]
-        n = max(window["n"], 1)
-        m = {"step": stats.step, "loss": window["loss"] / n, "lr": stats.lr, "grad_norm": stats.grad_norm,
-             "samples_per_s": window["samples"] / dt if dt > 0 else 0.0, "steps_per_s": n / dt if dt > 0 else 0.0,
-             "ingest_share": window["data_s"] / dt if dt > 0 else 0.0,  # of the window, waiting for batches
-             "epoch": stream.epoch, "samples_seen": samples_seen_now[0], **timing}
-        return m
+    def step(self, stats: StepStats) -> None:
+        """After optimizer step ``stats.step``: EMA, the fault switch, then report/save when due."""
+        import ray.train
 
-    samples_seen_now = [samples_seen]
-
-    def save(metrics: dict, step_: int) -> None:
-        t_save = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="dft-ckpt-") as d:
-            tag = f"step-{step_:08d}"
-            engine.save_checkpoint(os.path.join(d, DS_DIR), tag=tag)
-            os.makedirs(os.path.join(d, RNG_DIR), exist_ok=True)
-            torch.save(rng_state(gen), os.path.join(d, RNG_DIR, f"rank-{rank}.pt"))
-            if rank == 0:
-                state = {"step": step_, "epoch": stream.epoch, "position": stream.position,
-                         "samples_seen": samples_seen_now[0], "world_size": world, "zero_stage": cfg.zero_stage,
-                         "tag": tag, "model_source": config["model_source"], "structure": config["structure"],
-                         "train": cfg.model_dump(mode="json"), "ema": ema is not None}
-                with open(os.path.join(d, STATE), "w") as f:
-                    json.dump(state, f, indent=2)
-                if ema is not None:
-                    torch.save(ema.state_dict(), os.path.join(d, EMA_FILE))
-                logs.sync()
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        # Reported with the next metrics: the save of step N (DeepSpeed files + upload to storage).
-        timing["checkpoint_s"] = time.perf_counter() - t_save
-        last_saved["step"] = step_
-
-    def on_step(stats: StepStats) -> None:
-        s = stats.step
-        samples_seen_now[0] += stats.samples
-        window["loss"] += stats.loss
-        window["n"] += 1
-        window["samples"] += stats.samples
-        window["data_s"] += stats.data_seconds
-        if ema is not None:
-            ema.update(trainable_named_parameters(engine.module))
-        if cfg.fault_inject_step == s and rank == world - 1:
-            marker = config.get("fault_marker_uri")
+        cfg, rank, s = self.cfg, self.rank, stats.step
+        self.samples_seen += stats.samples
+        self.window.add(stats)
+        if self.ema is not None:
+            self.ema.update(trainable_named_parameters(self.engine.module))
+        if cfg.fault_inject_step == s and rank == self.world - 1:
+            marker = self.spec.fault_marker_uri
             if marker and not storage.exists(marker):
                 storage.write_text(marker, f"fault injected at step {s} on rank {rank}\n")
                 raise InjectedFault(f"injected fault at step {s} on rank {rank} (train.fault_inject_step)")
@@ -332,32 +249,79 @@ def train_loop_per_worker(config: dict) -> None:
         if s % cfg.preemption_check_every == 0 and not due_ckpt:
             # A barrier across ranks: every rank asks at the same steps, then all save or none does.
             info = ray.train.get_preemption_info()
-            if info is not None and not preemption["saved"]:
-                preempted = preemption["saved"] = True
+            if info is not None and not self.preemption_saved:
+                preempted = self.preemption_saved = True
                 if rank == 0:
-                    _progress_logger().warning("node preemption notice (ranks %s): saving a checkpoint at step %d",
-                                               info.preempted_ranks, s)
+                    progress_logger().warning("node preemption notice (ranks %s): saving a checkpoint at step %d",
+                                              info.preempted_ranks, s)
         if due_log or due_ckpt or preempted:
-            m = metrics_for(stats)
-            logs.write(m, s)
+            m = {**self.window.metrics(stats), "epoch": self.stream.epoch, "samples_seen": self.samples_seen,
+                 **self.timing}
+            self.logs.write(m, s)
             if due_ckpt or preempted:
-                save(m, s)
+                self.save(m, s)
             else:
                 ray.train.report(m)
             # After the report (and save): samples/s measures training, not checkpointing.
-            window.update(loss=0.0, n=0, samples=0, data_s=0.0, t=time.perf_counter())
+            self.window = Window()
 
-    try:
-        last = run_steps(DeepSpeedBackend(engine, world), batches, start_step=step, max_steps=cfg.max_steps,
-                         grad_accum=cfg.grad_accum, samples_per_micro_step=per_micro, on_step=on_step)
-    except NonFiniteLoss as exc:
-        # Every rank saw the same averaged loss: all report once and end, leaving the last good checkpoint
-        # as the latest. Ending cleanly (not raising) keeps Ray Train from retrying a deterministic failure.
-        logs.close()
-        if rank == 0 and config.get("stop_uri"):
-            storage.write_json(config["stop_uri"], {"step": exc.step, "reason": "nonfinite_loss", "message": str(exc)})
+    def save(self, metrics: dict, step: int) -> None:
+        """Write this rank's part of the checkpoint of ``step`` and report it with ``metrics``."""
+        import ray.train
+
+        cfg, rank, spec = self.cfg, self.rank, self.spec
+        t_save = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="dft-ckpt-") as d:
+            tag = f"step-{step:08d}"
+            self.engine.save_checkpoint(os.path.join(d, DS_DIR), tag=tag)
+            os.makedirs(os.path.join(d, RNG_DIR), exist_ok=True)
+            torch.save(rng_state(self.gen), os.path.join(d, RNG_DIR, f"rank-{rank}.pt"))
+            if rank == 0:
+                state = {"step": step, "epoch": self.stream.epoch, "position": self.stream.position,
+                         "samples_seen": self.samples_seen, "world_size": self.world, "zero_stage": cfg.zero_stage,
+                         "tag": tag, "model_source": spec.model_source, "structure": spec.structure,
+                         "train": cfg.model_dump(mode="json"), "ema": self.ema is not None}
+                with open(os.path.join(d, STATE), "w") as f:
+                    json.dump(state, f, indent=2)
+                if self.ema is not None:
+                    torch.save(self.ema.state_dict(), os.path.join(d, EMA_FILE))
+                self.logs.sync()
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        # Reported with the next metrics: the save of step N (DeepSpeed files + upload to storage).
+        self.timing["checkpoint_s"] = time.perf_counter() - t_save
+        self.last_saved = step
+
+    def stop(self, exc: NonFiniteLoss) -> None:
+        """Every rank saw the same averaged loss: all report once and end, leaving the last good checkpoint
+        as the latest. Ending cleanly (not raising) keeps Ray Train from retrying a deterministic failure."""
+        import ray.train
+
+        self.logs.close()
+        if self.rank == 0 and self.spec.stop_uri:
+            storage.write_json(self.spec.stop_uri, {"step": exc.step, "value": str(exc.value),
+                                                    "reason": "nonfinite_loss", "message": str(exc)})
         ray.train.report({"step": exc.step, "nonfinite_loss": str(exc)})
-        return
-    logs.close()
-    if last > last_saved["step"]:
-        save({"step": last}, last)
+
+    def run(self) -> None:
+        import ray.train
+
+        cfg = self.cfg
+        self.seed(self.restore(ray.train.get_checkpoint()), ray.train.get_dataset_shard("train"))
+        try:
+            last = run_steps(DeepSpeedBackend(self.engine, self.world), iter(self.stream),
+                             start_step=self.start_step, max_steps=cfg.max_steps, grad_accum=cfg.grad_accum,
+                             samples_per_micro_step=cfg.batch_size * self.world, on_step=self.step)
+        except NonFiniteLoss as exc:
+            self.stop(exc)
+            return
+        self.logs.close()
+        if last > self.last_saved:
+            self.save({"step": last}, last)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train's entry function: ``config`` is ``WorkerSpec.to_dict()``."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    TrainWorker(WorkerSpec.from_dict(config), rank=ctx.get_world_rank(), world=ctx.get_world_size()).run()

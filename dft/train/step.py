@@ -23,15 +23,24 @@ from dft.train.text import encode_captions, id_columns
 
 
 class NonFiniteLoss(DftError, RuntimeError):
-    """The loss became NaN or infinite; the run stops, the last good checkpoint stays the latest."""
+    """The loss became NaN or infinite; the run stops, the last good checkpoint stays the latest.
 
-    def __init__(self, step: int, value: float):
-        super().__init__(
+    One class for the event: a rank raises it in the step, the driver raises it again from the rank's
+    stop record, naming the latest good checkpoint (``checkpoint``)."""
+
+    def __init__(self, step: int, value: float, checkpoint: str | None = None):
+        message = (
             f"loss is {value} at step {step}: training stopped before the optimizer step, so the weights "
             "and the last checkpoint are the last good ones. Lower train.learning_rate, set "
             "train.max_grad_norm, or use precision fp32/bf16 instead of fp16."
         )
-        self.step, self.value = step, value
+        if checkpoint is not None:
+            message += f" Latest good checkpoint: {checkpoint}"
+        super().__init__(message)
+        self.step, self.value, self.checkpoint = step, value, checkpoint
+
+    def __reduce__(self):  # picklable across Ray's processes with its three arguments
+        return type(self), (self.step, self.value, self.checkpoint)
 
 
 class DataExhausted(RuntimeError):

@@ -7,7 +7,6 @@ import collections
 import hashlib
 import io
 import json
-import tarfile
 import time
 
 import pyarrow.parquet as pq
@@ -15,7 +14,7 @@ import pytest
 from drills import tiny_job
 
 from dft import storage
-from dft.generate.shards import committed_shards
+from dft.generate.shards import committed_shards, iter_webdataset
 from dft.runs import Run
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -60,12 +59,10 @@ def test_generation_survives_losing_the_node_of_its_actor(local_cluster, jobs_fo
             blob = storage.read_bytes(storage.join(run.synthetic, info["path"]))
             assert hashlib.sha256(blob).hexdigest() == info["sha256"], info["path"]  # checksums verify
             if fmt == "webdataset":
-                with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-                    for m in tar.getmembers():
-                        if m.name.endswith(".json"):
-                            meta = json.loads(tar.extractfile(m).read())
-                            wds[(meta["prompt_id"], meta["seed"])] += 1
-                            keys[m.name[: -len(".json")]] += 1
+                for sample in iter_webdataset(io.BytesIO(blob)):
+                    meta = json.loads(sample["json"])
+                    wds[(meta["prompt_id"], meta["seed"])] += 1
+                    keys[sample["__key__"]] += 1
             else:
                 t = pq.read_table(io.BytesIO(blob), columns=["prompt_id", "seed"])
                 parquet_rows.update(zip(t["prompt_id"].to_pylist(), t["seed"].to_pylist()))

@@ -32,7 +32,7 @@ def _cfg(run_uri: str, **train) -> RunConfig:
 
 
 def _fixed_batch(n=16):
-    from dft.train.data import decode_image, tokenize, tokenizer_for
+    from dft.train.preprocess import decode_image, tokenize, tokenizer_for
 
     rs = rows(n)
     tok = tokenizer_for("tiny-sd", None)
@@ -134,14 +134,15 @@ def test_checkpoints_and_export_on_s3(ray_session, s3_uri, tmp_path):
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_with_a_clear_error_keeping_the_last_good_checkpoint(ray_session, tmp_run):
-    from dft.train.job import NonFiniteLossError, latest_state
+    from dft.train.job import latest_state
     from dft.train.stage import run_train
+    from dft.train.step import NonFiniteLoss
 
     write_shards(Run(tmp_run).synthetic, n=16, shard_size=16)
     # An absurd learning rate without clipping blows the weights up after the first update.
     cfg = _cfg(tmp_run, num_workers=1, max_steps=6, checkpoint_every=1, learning_rate=1e30, max_grad_norm=None,
                keep_checkpoints=6)
-    with pytest.raises(NonFiniteLossError, match=r"loss is (nan|inf|-inf) at step \d.*Latest good checkpoint"):
+    with pytest.raises(NonFiniteLoss, match=r"loss is (nan|inf|-inf) at step \d.*Latest good checkpoint"):
         run_train(cfg)
     state = latest_state(cfg)
     assert state is not None and 1 <= state["step"] < 6
@@ -153,7 +154,7 @@ def test_non_finite_loss_stops_with_a_clear_error_keeping_the_last_good_checkpoi
 
     status = run_status(tmp_run)
     assert status.stage("train").state == "failed"
-    assert status.stage("train").error.type == "dft.train.job.NonFiniteLossError"
+    assert status.stage("train").error.type == "dft.train.step.NonFiniteLoss"
     assert status.train.stopped["reason"] == "nonfinite_loss" and status.train.step == state["step"]
     assert status.train.max_steps == 6 and not status.train.exported
     assert {e.where.split(":")[0] for e in status.errors} == {"stage train", "train"}

@@ -18,6 +18,7 @@ from dft.generate.shards import (
     commit_uri,
     committed_shards,
     iter_samples,
+    iter_webdataset,
     read_manifest,
     sample_from_webdataset,
     shard_files,
@@ -146,3 +147,25 @@ def test_readers_and_the_webdataset_library_agree(tmp_path):
     assert set(first) >= {"__key__", "png", "json", "txt"}
     assert first["txt"].decode() == ours[0]["prompt"]
     assert json.loads(first["json"])["seed"] == ours[0]["seed"]
+
+
+def test_the_one_tar_reader_groups_as_the_webdataset_library_does(tmp_path):
+    import tarfile
+
+    import webdataset as wds
+
+    path = tmp_path / "shard.tar"
+    members = [("a/x1.png", b"p1"), ("a/x1.seg.png", b"s1"), ("a/x1.json", b"{}"), ("x2.jpg", b"p2"), ("x2.txt", b"t")]
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    ours = list(iter_webdataset(str(path)))
+    assert ours == [{"__key__": "a/x1", "png": b"p1", "seg.png": b"s1", "json": b"{}"},
+                    {"__key__": "x2", "jpg": b"p2", "txt": b"t"}]
+    lib = [{k: v for k, v in s.items() if not k.startswith("__") or k == "__key__"}
+           for s in wds.WebDataset([str(path)], shardshuffle=False, empty_check=False)]
+    assert lib == ours
+    with open(path, "rb") as f:  # an open file reads the same
+        assert list(iter_webdataset(f)) == ours

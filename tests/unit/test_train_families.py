@@ -11,7 +11,7 @@ from train_shards import rows
 from dft.config.schema import RunConfig
 from dft.models.sources import load_pipeline, resolve_model_source
 from dft.train.components import build_module
-from dft.train.data import decode_image_with_geometry, preprocess_batch
+from dft.train.preprocess import decode_image_with_geometry, preprocess_batch
 from dft.train.step import TorchBackend, choose_captions, drop_to_empty, prepare_batch, run_steps
 from dft.train.text import caption_tokenizers, embed_captions, load_text_encoders
 

@@ -1,4 +1,5 @@
-"""Guards that need no Ray: missing/empty shards, non-finite loss, resume compatibility, DeepSpeed config."""
+"""Guards that need no Ray: missing/empty shards, non-finite loss, resume compatibility, DeepSpeed config,
+the worker spec."""
 
 import os
 
@@ -8,9 +9,10 @@ from train_shards import write_shards
 
 from dft.config.schema import RunConfig
 from dft.runs import Run
-from dft.train.data import DataError, data_source, find_shards
 from dft.train.deepspeed_config import build_deepspeed_config
 from dft.train.job import check_resume, structure
+from dft.train.source import DataError, data_source, find_shards
+from dft.train.spec import WorkerSpec
 from dft.train.step import NonFiniteLoss, TorchBackend, run_steps
 
 
@@ -129,3 +131,27 @@ def test_deterministic_data_keeps_ray_datas_block_order_in_the_ingest():
     assert ingest_config(t)._resolve_execution_options("train").preserve_order is False
     t.deterministic_data = True
     assert ingest_config(t)._resolve_execution_options("train").preserve_order is True
+
+
+def test_the_worker_spec_travels_as_json_and_comes_back_typed(tmp_run):
+    import json
+    import pickle
+
+    cfg = _cfg(tmp_run, max_steps=7, zero_stage=2)
+    spec = WorkerSpec(train=cfg.train, model_source=cfg.model.source, use_gpu=False, structure=structure(cfg),
+                      run_name="ft", stop_uri=os.path.join(tmp_run, "stop.json"))
+    back = WorkerSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert back == spec and back.train.max_steps == 7 and back.train.zero_stage == 2
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    with pytest.raises(ValueError, match="unknown worker spec keys"):
+        WorkerSpec.from_dict({**spec.to_dict(), "tb": "x"})
+    with pytest.raises(ValueError, match="max_steps"):  # the training config is validated again on the worker
+        WorkerSpec.from_dict({**spec.to_dict(), "train": {**spec.to_dict()["train"], "max_steps": "many"}})
+
+
+def test_the_non_finite_loss_error_names_the_checkpoint_and_pickles():
+    import pickle
+
+    exc = pickle.loads(pickle.dumps(NonFiniteLoss(3, float("nan"), checkpoint="/ckpt/checkpoint_1")))
+    assert (exc.step, exc.checkpoint) == (3, "/ckpt/checkpoint_1")
+    assert str(exc).startswith("loss is nan at step 3") and str(exc).endswith("Latest good checkpoint: /ckpt/checkpoint_1")
