@@ -6,7 +6,7 @@ import logging
 import tempfile
 
 from dft import storage
-from dft.runs import Run, run_stage
+from dft.runs import Run, StageResult, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def _local_checkpoint(uri: str, tmp: str) -> str:
     return storage.normalize(uri)
 
 
-def run_train(cfg, force: bool = False, *, worker_env: dict | None = None) -> dict:
+def train_stage(cfg, force: bool = False, *, worker_env: dict | None = None) -> StageResult:
     """Train (resuming from the latest checkpoint) and export to RUN/models/finetuned; returns counts.
 
     ``worker_env``: extra environment variables for the training workers (e.g. a test's dummy S3
@@ -29,8 +29,6 @@ def run_train(cfg, force: bool = False, *, worker_env: dict | None = None) -> di
     from dft.train.job import experiment_uri, fit
 
     run = Run(cfg.run.uri)
-    config = {s: getattr(cfg, s).model_dump(mode="json") for s in HASHED_SECTIONS}
-    config["run_name"] = cfg.run.name
 
     def work() -> dict:
         if force and storage.exists(experiment_uri(cfg)):
@@ -53,5 +51,10 @@ def run_train(cfg, force: bool = False, *, worker_env: dict | None = None) -> di
             "model": run.finetuned_model,
         }
 
-    result = run_stage(run, "train", cfg.section_hash(*HASHED_SECTIONS) + ":" + cfg.run.name, config, work, force=force)
-    return result.counts
+    # The run name is an input: it names the checkpoint folder the stage resumes from.
+    return run_stage(run, "train", cfg, HASHED_SECTIONS, work, force=force, inputs={"run_name": cfg.run.name})
+
+
+def run_train(cfg, force: bool = False, *, worker_env: dict | None = None) -> dict:
+    """The stage's counts: steps, final_loss, samples_seen, samples_per_s, rows, shards, checkpoint, model."""
+    return train_stage(cfg, force, worker_env=worker_env).counts

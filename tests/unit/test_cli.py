@@ -38,6 +38,6 @@ def test_prompts_writes_table_to_out(tmp_path, capsys):
 def test_prompts_changed_config_exits_nonzero(tmp_path, capsys):
     run = f"run.uri={tmp_path / 'r'}"
     assert main(["prompts", "--set", run, "--set", "prompts.max_combinations=5"]) == 0
-    assert main(["prompts", "--set", run, "--set", "prompts.max_combinations=6"]) == 2
+    assert main(["prompts", "--set", run, "--set", "prompts.max_combinations=6"]) == 3  # as every stage
     assert "--force" in capsys.readouterr().err
     assert main(["prompts", "--set", run, "--set", "prompts.max_combinations=6", "--force"]) == 0
