@@ -45,6 +45,11 @@ def set_reporter(reporter: Reporter | None) -> Reporter | None:
     return previous
 
 
+def active() -> bool:
+    """Whether someone shows progress (skip work that only feeds a bar when not)."""
+    return _reporter is not None
+
+
 @contextmanager
 def task(description: str, total: float | None = None, unit: str = "") -> Iterator[Task]:
     """A unit of long work: ``advance(n)`` as it goes, ``update(done)`` when the total done is known."""

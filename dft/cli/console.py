@@ -215,4 +215,4 @@ def report_error(exc: BaseException, verbose: bool, prefix: str = "") -> None:
         console.print("".join(traceback.format_exception(exc)), markup=False, highlight=False)
     lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()] or [repr(exc)]
     text = lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "")
-    console.print(f"{prefix}{text}", style="red", markup=False, highlight=False)
+    console.print(f"{prefix}{text}", style="red", markup=False, highlight=False, soft_wrap=True)

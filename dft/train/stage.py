@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 
-from dft import storage
+from dft import progress, storage
 from dft.runs import Run, StageResult, run_stage
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,20 @@ def _local_checkpoint(uri: str, tmp: str) -> str:
         storage.download_folder(uri, tmp)
         return tmp
     return storage.normalize(uri)
+
+
+def _watch_steps(cfg, bar, stop: threading.Event, every_s: float = 5.0) -> None:
+    """Move the steps bar to the newest checkpoint's step (the driver sees no step before one lands)."""
+    from dft.train.job import latest_state
+
+    while not stop.wait(every_s):
+        try:
+            state = latest_state(cfg)
+        except Exception as exc:  # noqa: BLE001 - a checkpoint being written: ask again
+            log.debug("steps watch: %s", exc)
+            continue
+        if state:
+            bar.update(state["step"])
 
 
 def train_stage(cfg, force: bool = False, *, worker_env: dict | None = None) -> StageResult:
@@ -34,7 +49,18 @@ def train_stage(cfg, force: bool = False, *, worker_env: dict | None = None) -> 
         if force and storage.exists(experiment_uri(cfg)):
             log.info("--force: removing the checkpoints under %s", experiment_uri(cfg))
             storage.remove(experiment_uri(cfg), recursive=True)
-        outcome = fit(cfg, worker_env=worker_env)
+        with progress.task("train", total=cfg.train.max_steps, unit="steps") as bar:
+            stop = threading.Event()
+            watch = threading.Thread(target=_watch_steps, args=(cfg, bar, stop), daemon=True, name="dft-steps")
+            if progress.active():
+                watch.start()
+            try:
+                outcome = fit(cfg, worker_env=worker_env)
+            finally:
+                stop.set()
+                if watch.is_alive():
+                    watch.join(timeout=10)
+            bar.update(int(outcome.metrics.get("step", cfg.train.max_steps)))
         with tempfile.TemporaryDirectory(prefix="dft-ckpt-") as tmp:
             local = _local_checkpoint(outcome.checkpoint_dir_uri, tmp)
             export_pipeline(local, run.finetuned_model, model_source=cfg.model.source, train_cfg=cfg.train,
