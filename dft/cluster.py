@@ -67,6 +67,14 @@ def route_ray_output(console: bool, log_dir: str | None = None) -> None:
         _apply_output()
 
 
+# Warnings of Ray's that tell how to undo what the quiet console chose.
+HINTS = ("Progress bars disabled",)
+
+
+def _drop_hints(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(HINTS)
+
+
 def _apply_output() -> None:
     import ray
     import ray.data
@@ -99,6 +107,9 @@ def _apply_output() -> None:
                 own = getattr(h, "_dft_own_level", h.level)
                 h._dft_own_level = own
                 h.setLevel(own if _output.console else max(own, logging.WARNING))
+                h.removeFilter(_drop_hints)
+                if not _output.console:
+                    h.addFilter(_drop_hints)
         if handler and (logger.handlers or not logger.propagate or name == "ray"):
             logger.addHandler(handler)
 

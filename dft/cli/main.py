@@ -228,7 +228,7 @@ def fairness_command(args) -> int:
     """``dft fairness``: evaluate.targets/intersections/groups of the config, then the options."""
     from dft.config.load import load_config
     from dft.evaluate import attributes as A
-    from dft.evaluate.fairness import fairness_cli
+    from dft.cli.evaluate import fairness_cli
 
     try:
         ev = load_config(list(args.config), list(args.overrides)).evaluate if (args.config or args.overrides) else None
@@ -290,7 +290,7 @@ def _command(args, verbose: bool) -> int:
         _prompt_table(build_prompts(cfg, args.out))
         return 0
     if args.command == "label":
-        from dft.evaluate.labels import label_cli
+        from dft.cli.evaluate import label_cli
 
         return label_cli(args.path, args.out, cfg)
     if args.command == "report":
