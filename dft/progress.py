@@ -27,7 +27,9 @@ class Reporter(Protocol):
     def close(self, task: Task) -> None: ...
 
 
-class _Nothing:
+class Nothing:
+    """A task nobody shows."""
+
     def advance(self, n: float = 1) -> None:
         pass
 
@@ -55,7 +57,7 @@ def task(description: str, total: float | None = None, unit: str = "") -> Iterat
     """A unit of long work: ``advance(n)`` as it goes, ``update(done)`` when the total done is known."""
     reporter = _reporter
     if reporter is None:
-        yield _Nothing()
+        yield Nothing()
         return
     t = reporter.open(description, total, unit)
     try:

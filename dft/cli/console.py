@@ -138,19 +138,23 @@ class StageConsole:
     def stage_started(self, name: str, index: int, total: int) -> None:
         from dft.pipeline import BY_NAME
 
-        self.console.print(f"[bold]{name}[/bold] [dim]({index}/{total}): {BY_NAME[name].summary}[/dim]")
+        self.console.print(f"[bold]{name}[/bold] [dim]({index}/{total}): {BY_NAME[name].summary}[/dim]", soft_wrap=True)
 
     def stage_finished(self, result: StageResult, index: int, total: int) -> None:
         name = result.stage
         if result.status == "skipped":
-            self.console.print(f"[dim]{name}: skipped ({result.note})[/dim]")
+            self.console.print(f"[dim]{name}: skipped ({result.note})[/dim]", soft_wrap=True)
         elif result.status == "reused":
-            self.console.print(f"  [cyan]= {name}: done earlier, reused[/cyan] [dim]({counts_text(name, result.counts)})[/dim]")
+            self.console.print(f"  [cyan]= {name}: done earlier, reused[/cyan] [dim]({counts_text(name, result.counts)})[/dim]",
+                               soft_wrap=True)
         else:
-            self.console.print(f"  [green]✓ {name}[/green] in {_seconds(result.seconds)}: {counts_text(name, result.counts)}")
+            self.console.print(f"  [green]✓ {name}[/green] in {_seconds(result.seconds)}: {counts_text(name, result.counts)}",
+                               soft_wrap=True)
 
     # dft.progress.Reporter
     def open(self, description: str, total: float | None, unit: str):
+        if not self.console.is_terminal:  # a log file or a pipe: a bar would only add blank lines
+            return progress.Nothing()
         if self._bars is None:
             self._bars = Progress(
                 TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
@@ -162,7 +166,7 @@ class StageConsole:
         return _Bar(self._bars, task_id)
 
     def close(self, task) -> None:
-        if self._bars is None:
+        if self._bars is None or not isinstance(task, _Bar):
             return
         self._bars.remove_task(task.task_id)
         self._open -= 1
