@@ -6,7 +6,8 @@ an ETA, warnings, and one line for an error. Everything else goes to the run's l
     RUN/logs/ray-session/  a link to the Ray session's logs: every worker's stdout/stderr, raylet, ray-data.log
 
 With ``-v`` the console also shows dft's INFO and DEBUG logs, Ray Data's progress bars and every
-Ray worker's output, as Ray prints them.
+Ray worker's output, as Ray prints them; so does a job submitted with ``ray job submit`` (at INFO),
+whose console is ``ray job logs``.
 """
 
 from __future__ import annotations
@@ -31,22 +32,32 @@ CONSOLE_INFO = ("dft.world", "dft.cli")
 NOISY = ("urllib3", "botocore", "s3fs", "fsspec", "filelock", "PIL", "matplotlib", "aiobotocore", "asyncio")
 
 
+def loud(verbose: bool) -> bool:
+    """Whether the console shows everything: with -v, and in a job submitted with ``ray job submit``, whose
+    console is already a log (``ray job logs``; the cluster drills read the workers' lines there)."""
+    from dft.cluster import in_submitted_job
+
+    return verbose or in_submitted_job()
+
+
 class _ConsoleFilter(logging.Filter):
-    def __init__(self, verbose: bool):
+    def __init__(self, everything: bool):
         super().__init__()
-        self.verbose = verbose
+        self.everything = everything
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.verbose or record.levelno >= logging.WARNING:
-            return record.name != "py.warnings" or self.verbose or record.levelno > logging.WARNING
+        if self.everything:
+            return True
+        if record.levelno >= logging.WARNING:
+            return record.name != "py.warnings"
         return record.name.startswith(CONSOLE_INFO)
 
 
 def setup_logging(verbose: bool) -> None:
-    """The console handler (dft's warnings, the demo's narration; everything with -v). ``log_to`` adds
-    the run's log file once its folder is known."""
+    """The console handler (dft's warnings, the demo's narration; everything with -v or in a submitted
+    job). ``log_to`` adds the run's log file once its folder is known."""
     handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, log_time_format="[%X]")
-    handler.addFilter(_ConsoleFilter(verbose))
+    handler.addFilter(_ConsoleFilter(loud(verbose)))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[handler], force=True)
     logging.captureWarnings(True)  # library deprecation warnings: to the log file (console with -v)
@@ -84,7 +95,7 @@ def log_to(run, verbose: bool) -> str:
     handler.set_name("dft-log-file")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
-    route_ray_output(console=verbose, log_dir=folder)
+    route_ray_output(console=loud(verbose), log_dir=folder)
     return folder
 
 
