@@ -117,8 +117,7 @@ def evaluate_stage(cfg, force: bool = False) -> StageResult:
         tables, counts = [], {"prompts": len(set(prompts.column("prompt").to_pylist())), "models": {}}
         for label, source in sources.items():
             images = storage.join(run.eval, "images", label)
-            gen = generate_dataset(prompts, images, source, cfg.generate, cache_dir=cfg.model.cache_dir,
-                                   what=f"evaluate: {label}")
+            gen = generate_dataset(prompts, images, source, cfg.generate, cache_dir=cfg.model.cache_dir)
             t = label_model(images, label, readers, storage.join(run.eval, "labels", f"{label}.parquet"), ev.num_actors)
             tables.append(t)
             counts["models"][label] = {"source": source, "images": gen["images"], "labels": t.num_rows}

@@ -177,7 +177,7 @@ def _generate_stage(ds, plan: Plan, source: PromptSource, out_uri: str, model_so
 
 def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: str, model_source: str,
                   cfg: GenerateConfig, cache_dir: str | None, progress: bool, worker_env: dict | None,
-                  generator_cls: type = ImageGenerator, what: str = "generate") -> int:
+                  generator_cls: type = ImageGenerator) -> int:
     """Generate the shards in ``todo``; returns images made. Shards are committed as they complete."""
     import ray
 
@@ -223,7 +223,8 @@ def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: st
 
     rows_todo = sum(plan.bounds(i)[1] - plan.bounds(i)[0] for i in todo)
     try:
-        with progress_task(what, total=rows_todo, unit="images") as bar:
+        # The bar is named after the output folder: "generate synthetic", "generate base" (evaluation), ...
+        with progress_task(f"generate {out_uri.rstrip('/').rsplit('/', 1)[-1]}", total=rows_todo, unit="images") as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 before = images
                 for shard, pos, failed in zip(batch["shard"], batch[POS], batch["failed"]):
@@ -287,8 +288,7 @@ def _json_line(obj: dict) -> str:
 
 def generate_dataset(prompts, out_uri: str, model_source: str, cfg: GenerateConfig, *,
                      cache_dir: str | None = None, progress: bool = True,
-                     worker_env: dict[str, str] | None = None, generator_cls: type = ImageGenerator,
-                     what: str = "generate") -> dict:
+                     worker_env: dict[str, str] | None = None, generator_cls: type = ImageGenerator) -> dict:
     """Generate one image per prompt row into ``out_uri`` (local or s3://); resumable.
 
     ``prompts``: a folder URI of PROMPT_SCHEMA Parquet files, or a ``pyarrow.Table``. Needs a connected
@@ -298,8 +298,7 @@ def generate_dataset(prompts, out_uri: str, model_source: str, cfg: GenerateConf
     prompt rows into sample rows, called like ``ImageGenerator`` (the default); the pipeline-overhead
     benchmark passes a stand-in that returns a fixed image. Returns counts: rows, images, failures, shards,
     shards_generated, bytes, seconds, images_per_s. Raises GenerationFailed when the failed share of
-    rows passes ``cfg.max_failures_fraction`` (after writing failures.jsonl and the manifest). ``what``: the
-    name of its progress bar (dft.progress)."""
+    rows passes ``cfg.max_failures_fraction`` (after writing failures.jsonl and the manifest)."""
     from dft.models.sources import resolve_model_source
 
     t0 = time.perf_counter()
@@ -318,7 +317,7 @@ def generate_dataset(prompts, out_uri: str, model_source: str, cfg: GenerateConf
     made = 0
     if todo:
         made = _run_pipeline(plan, source, todo, out_uri, model_source, cfg, cache_dir, progress, worker_env,
-                             generator_cls, what)
+                             generator_cls)
         markers = committed_shards(out_uri)
     storage.remove(storage.join(out_uri, "_parts"), recursive=True)
     seconds = time.perf_counter() - t0
