@@ -102,3 +102,9 @@ def test_an_unwritable_error_record_does_not_hide_the_stage_error(tmp_path, monk
     monkeypatch.setattr("dft.storage.write_json", refuse)
     with pytest.raises(KeyError, match="the real failure"):
         run_stage(run, "s", cfg(), [], lambda: (_ for _ in ()).throw(KeyError("the real failure")))
+
+
+def test_local_logs_of_a_local_and_an_s3_run(tmp_path, monkeypatch):
+    assert Run(str(tmp_path / "r")).local_logs == str(tmp_path / "r" / "logs")
+    monkeypatch.setenv("DFT_CACHE", str(tmp_path / "cache"))
+    assert Run("s3://bucket/runs/x").local_logs == str(tmp_path / "cache" / "logs" / "s3-bucket-runs-x")
