@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 from dft.errors import DftError
 
@@ -34,6 +35,85 @@ def in_submitted_job() -> bool:
     return bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
 
 
+@dataclass
+class RayOutput:
+    """Where Ray's own output goes (set by the command line through ``route_ray_output``).
+
+    ``console=True`` (the library default) leaves Ray as it is. ``console=False``: Ray Data draws no
+    progress bars (in the driver and, through RAY_DATA_DISABLE_PROGRESS_BARS, in every worker), the
+    workers' stdout/stderr stays in Ray's session logs instead of being forwarded to the driver
+    (``log_to_driver``), and the "ray" loggers show warnings only on the console. With ``log_dir`` set,
+    the "ray" loggers' records also go to ``log_dir/ray.log`` and ``log_dir/ray-session`` links to the
+    Ray session's own log folder (workers, raylet, Ray Data's ray-data.log)."""
+
+    console: bool = True
+    log_dir: str | None = None
+
+
+RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.air")
+_output = RayOutput()
+
+
+def route_ray_output(console: bool, log_dir: str | None = None) -> None:
+    """Choose where Ray's output goes (see ``RayOutput``); before ``connect``, or after to re-route
+    the loggers of an already connected Ray (its workers keep their ``log_to_driver``)."""
+    global _output
+    _output = RayOutput(console, log_dir)
+    if not console:
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    import sys
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        _apply_output()
+
+
+# Warnings of Ray's that tell how to undo what the quiet console chose.
+HINTS = ("Progress bars disabled",)
+
+
+def _drop_hints(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(HINTS)
+
+
+def _apply_output() -> None:
+    import ray
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = _output.console
+    handler = None
+    if _output.log_dir:
+        os.makedirs(_output.log_dir, exist_ok=True)
+        path = os.path.join(_output.log_dir, "ray.log")
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.set_name("dft-ray-log")
+        try:
+            session = ray._private.worker._global_node.get_session_dir_path()  # no public getter in Ray 2.60
+            link = os.path.join(_output.log_dir, "ray-session")
+            if os.path.islink(link):
+                os.remove(link)
+            if not os.path.exists(link):
+                os.symlink(os.path.join(session, "logs"), link)
+        except Exception as exc:  # noqa: BLE001 - a remote cluster's driver, an odd platform: the log file still works
+            log.debug("no link to Ray's session logs: %s", exc)
+    for name in RAY_LOGGERS:
+        logger = logging.getLogger(name)
+        for h in list(logger.handlers):
+            if h.get_name() == "dft-ray-log":
+                logger.removeHandler(h)
+                h.close()
+            elif not isinstance(h, logging.FileHandler) and type(h).__name__ != "SessionFileHandler":
+                # A console handler: warnings only when quiet, its own level back otherwise.
+                own = getattr(h, "_dft_own_level", h.level)
+                h._dft_own_level = own
+                h.setLevel(own if _output.console else max(own, logging.WARNING))
+                h.removeFilter(_drop_hints)
+                if not _output.console:
+                    h.addFilter(_drop_hints)
+        if handler and (logger.handlers or not logger.propagate or name == "ray"):
+            logger.addHandler(handler)
+
+
 def connect(ray_cfg=None):
     """Connect once per process; returns the Ray context. Safe to call again.
 
@@ -49,7 +129,7 @@ def connect(ray_cfg=None):
     if ray.is_initialized():
         return ray.get_runtime_context()
     address = getattr(ray_cfg, "address", None) or os.environ.get("RAY_ADDRESS")
-    kwargs: dict = {"log_to_driver": True, "logging_level": logging.WARNING}
+    kwargs: dict = {"log_to_driver": _output.console, "logging_level": logging.WARNING}
     env_vars = worker_env_vars()
     if env_vars and not in_submitted_job():
         kwargs["runtime_env"] = {"env_vars": env_vars}
@@ -70,6 +150,7 @@ def connect(ray_cfg=None):
         log.info("starting an embedded local Ray with %s CPUs", num_cpus)
         prefer_local_worker_niceness()
         ctx = ray.init(**kwargs)
+    _apply_output()
     dashboard = getattr(ctx, "dashboard_url", None)
     if dashboard:
         log.info("Ray dashboard: http://%s", dashboard)
@@ -174,6 +255,7 @@ FORWARDED_ENV = (
     "DFT_FAULT_INJECT",
     "DS_ACCELERATOR",
     "TORCH_EXTENSIONS_DIR",
+    "RAY_DATA_DISABLE_PROGRESS_BARS",
 )
 
 

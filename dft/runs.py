@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
-from typing import Any, Callable
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Literal
 
 from dft import storage
 from dft.errors import DftError
@@ -63,6 +66,18 @@ class Run:
     @property
     def report(self) -> str:
         return self.path("report")
+
+    @property
+    def local_logs(self) -> str:
+        """A local folder for the console's logs: RUN/logs of a local run; for an s3:// run, one under
+        the dft cache (DFT_CACHE or ~/.cache/dft) named after the run's URI (log files are appended to)."""
+        if not storage.is_remote(self.uri):
+            return storage.normalize(self.path("logs"))
+        import os
+        import re
+
+        cache = os.environ.get("DFT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dft")
+        return os.path.join(cache, "logs", re.sub(r"[^A-Za-z0-9_.-]+", "-", self.uri).strip("-"))
 
     def marker_uri(self, stage: str) -> str:
         return self.path("_stages", f"{stage}.json")
@@ -120,32 +135,65 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+Status = Literal["run", "reused", "skipped"]
+
+
 @dataclass
 class StageResult:
+    """What one stage did: ``run`` (its work ran now), ``reused`` (an earlier run's marker matched: no
+    work) or ``skipped`` (disabled, or not built); its counts (the marker's) and the seconds it took."""
+
     stage: str
-    skipped: bool
-    counts: dict[str, Any]
+    status: Status
+    counts: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    note: str = ""
+
+    @property
+    def skipped(self) -> bool:
+        """No work ran now (reused or skipped)."""
+        return self.status != "run"
+
+
+def stage_config(cfg, sections: Iterable[str], inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a stage's marker records of the config it ran with: the dump of each section it reads,
+    plus ``inputs`` (other things its outputs depend on, e.g. the run name or a hash of an input file)."""
+    record = {name: getattr(cfg, name).model_dump(mode="json") for name in sections}
+    clash = set(record) & set(inputs or {})
+    if clash:
+        raise ValueError(f"stage inputs {sorted(clash)} have the names of config sections")
+    return record | dict(inputs or {})
+
+
+def config_hash(record: dict[str, Any]) -> str:
+    """The marker's hash of a config record (for sections only, the same as ``cfg.section_hash``)."""
+    blob = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def run_stage(
     run: Run,
     stage: str,
-    config_hash: str,
-    config: dict,
+    cfg,
+    sections: Iterable[str],
     work: Callable[[], dict[str, Any]],
     force: bool = False,
+    inputs: dict[str, Any] | None = None,
 ) -> StageResult:
     """Run ``work`` unless the stage already finished with the same config.
 
-    A finished stage with the same config hash is a no-op; with a different one it raises
-    StageConfigChanged listing what changed, unless ``force`` (then it re-runs). ``work`` returns
-    the counts recorded in the marker, which is written last. When ``work`` raises, the error (type,
+    The marker records ``stage_config(cfg, sections, inputs)`` and its hash, the same shape for every
+    stage. A finished stage with the same hash is reused (no work); with a different one it raises
+    StageConfigChanged listing what changed, unless ``force`` (then it re-runs). ``work`` returns the
+    counts recorded in the marker, which is written last. When ``work`` raises, the error (type,
     message, time) goes to ``RUN/_stages/NAME.error.json``, which a later success removes."""
+    config = stage_config(cfg, sections, inputs)
+    digest = config_hash(config)
     done = run.marker(stage)
     if done and not force:
-        if done.get("config_hash") == config_hash:
-            log.info("stage %s already finished (config %s): nothing to do", stage, config_hash)
-            return StageResult(stage, True, done.get("counts", {}))
+        if done.get("config_hash") == digest:
+            log.info("stage %s already finished (config %s): nothing to do", stage, digest)
+            return StageResult(stage, "reused", done.get("counts", {}))
         changes = _diff(done.get("config", {}), config) or ["(config hash differs)"]
         raise StageConfigChanged(
             f"stage {stage!r} finished earlier in {run.uri} with another config; changed: "
@@ -154,11 +202,12 @@ def run_stage(
         )
     if done and force:
         run.clear_marker(stage)
+    t0 = time.perf_counter()
     try:
         counts = work()
     except BaseException as exc:  # KeyboardInterrupt too: a stopped job is worth a line in `dft status`
         run.write_error(stage, exc)
         raise
-    run.write_marker(stage, config_hash, counts, config)
+    run.write_marker(stage, digest, counts, config)
     storage.remove(run.error_uri(stage))
-    return StageResult(stage, False, counts)
+    return StageResult(stage, "run", counts, time.perf_counter() - t0)

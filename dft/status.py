@@ -19,11 +19,11 @@ from typing import Any
 from dft import storage
 from dft.errors import DftError
 from dft.generate.shards import committed_shards, read_failures
+from dft.pipeline import STAGES
 from dft.runs import Run
 
 log = logging.getLogger(__name__)
 
-STAGES = ("prompts", "generate", "curate", "train", "evaluate", "report")
 RECENT = 3  # failed rows shown per generation folder
 
 

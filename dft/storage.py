@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 import fsspec
 
+from dft.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -39,7 +41,7 @@ def normalize(uri: str) -> str:
     if is_s3(uri):
         return "s3://" + uri.split("://", 1)[1].rstrip("/")
     if "://" in uri and not uri.startswith("file://"):
-        raise ValueError(f"unsupported URI scheme in {uri!r}: use a local path, file:// or s3://")
+        raise InputError(f"unsupported URI scheme in {uri!r}: use a local path, file:// or s3://")
     return os.path.abspath(os.path.expanduser(_strip_file(uri)))
 
 

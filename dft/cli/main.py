@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
-import os
 import sys
 
-from rich.console import Console
+from rich.table import Table
 
-console = Console(stderr=True)
-
-STAGES = ("prompts", "generate", "curate", "train", "evaluate", "report")
+from dft.cli.console import StageConsole, console, exit_code, log_to, quiet_libraries, report_error, setup_logging
+from dft.errors import DftError
 
 DESCRIPTION = """\
 dft: diversity fine-tuning of text-to-image models, on Ray.
@@ -36,6 +32,11 @@ Utilities:
 
 Configuration: defaults, then --config YAML files (in order), then --set section.key=value.
 A finished stage is a no-op when run again with the same config; --force redoes it.
+
+Console: one line per stage start and end, one progress bar, warnings, one line per error. dft's log
+and Ray's own output go to RUN/logs/ (dft.log, ray.log, ray-session/); -v shows them here too.
+Exit codes: 0 done, 2 a bad config or input, 3 a finished stage's config changed (use --force),
+1 a stage failed.
 """
 
 
@@ -44,7 +45,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", "-s", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                    help="Override one field, e.g. --set generate.steps=4 (repeatable).")
     p.add_argument("--force", action="store_true", help="Redo the stage even if it already finished.")
-    p.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="Debug logging, tracebacks, and Ray's own logs and progress bars on the console.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,97 +146,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(verbose: bool) -> None:
-    from rich.logging import RichHandler
-
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        datefmt="[%X]",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
-        force=True,
-    )
-    for noisy in ("urllib3", "botocore", "s3fs", "fsspec", "filelock", "PIL", "matplotlib", "aiobotocore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _prompt_table(counts: dict) -> None:
+    """The prompt table's counts per attribute (``dft prompts``)."""
+    per = counts.get("per_attribute", {})
+    summary = Table(title=f"prompt table: {counts.get('combinations', 0):,} combinations, {counts.get('rows', 0):,} images")
+    for col, justify in (("attribute", "left"), ("values", "right"), ("images per value (min / max)", "right"), ("examples", "left")):
+        summary.add_column(col, justify=justify)
+    for attr, c in per.items():
+        if c:
+            summary.add_row(attr, str(len(c)), f"{min(c.values()):,} / {max(c.values()):,}", ", ".join(list(c)[:4]))
+    console.print(summary)
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        import diffusers
-        import transformers
-
-        diffusers.utils.logging.set_verbosity_error()
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:  # a broken import shows up later with its own message
-        pass
-
-
-def _stage_fn(stage: str):
-    """The library function behind a stage, or None when that stage is not built yet."""
-    module, fn = {
-        "prompts": ("dft.prompts.stage", "run_prompts"),
-        "generate": ("dft.generate.stage", "run_generate"),
-        "curate": ("dft.evaluate.stage", "run_curate"),
-        "train": ("dft.train.stage", "run_train"),
-        "evaluate": ("dft.evaluate.stage", "run_evaluate"),
-        "report": ("dft.evaluate.stage", "run_report"),
-    }[stage]
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("dft"):
-            return None
-        raise
-    return getattr(mod, fn, None)
+def _generate_table(counts: dict, out_uri: str) -> None:
+    """The generation's counts (``dft generate``)."""
+    table = Table(title=f"generate: {out_uri}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in [
+        ("rows", f"{counts.get('rows', 0):,}"),
+        ("images", f"{counts.get('images', 0):,}"),
+        ("failures", f"{counts.get('failures', 0):,}"),
+        ("shards (generated now)", f"{counts.get('shards', 0):,} ({counts.get('shards_generated', 0):,})"),
+        ("bytes", f"{counts.get('bytes', 0) / 1e6:,.1f} MB"),
+        ("seconds", f"{counts.get('seconds', 0):,.1f}"),
+        ("images/s", f"{counts.get('images_per_s', 0):,.2f}"),
+    ]:
+        table.add_row(name, value)
+    console.print(table)
 
 
-def run_stages(cfg, stages, force: bool = False) -> dict:
-    """Run stages in order; a DftError (bad input, a failed stage) ends the command with its message."""
-    from dft.errors import DftError
-    from dft.runs import StageConfigChanged
+def run_stages(cfg, stages, force: bool = False, verbose: bool = False) -> list:
+    """The pipeline with the console's stage lines and progress bar; Ray's output to RUN/logs/."""
+    from dft.pipeline import run_pipeline
+    from dft.runs import Run
 
-    results = {}
-    for stage in stages:
-        fn = _stage_fn(stage)
-        if fn is None:
-            console.print(f"[yellow]stage {stage!r} is not built yet: skipped[/yellow]")
-            continue
-        if stage == "curate" and not cfg.curate.enabled:
-            console.print("[dim]stage 'curate' is disabled (curate.enabled=false): skipped[/dim]")
-            continue
-        console.rule(f"[bold]{stage}")
-        try:
-            results[stage] = fn(cfg, force=force)
-        except StageConfigChanged as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise SystemExit(3)
-        except DftError as exc:
-            console.print(f"[red]stage {stage!r} failed: {exc}[/red]")
-            raise SystemExit(1)
-    return results
+    log_to(Run(cfg.run.uri), verbose)
+    with StageConsole() as lines:
+        return run_pipeline(cfg, stages, force=force, observer=lines)
 
 
-def _demo(files: list[str], overrides: list[str], force: bool) -> int:
+def _demo(files: list[str], overrides: list[str], force: bool, verbose: bool) -> int:
     """The demo world (docs/world.md): build or reuse the biased base model, run every stage, print
     the before/after table. ``--config`` files replace the world config."""
     import time
 
-    from dft.config.load import ConfigError
-    from dft.world.demo import run_demo
+    from dft.runs import Run
+    from dft.world.demo import demo_config, run_demo, summary
 
     t0 = time.time()
-    try:
-        text = run_demo(files or None, overrides, force=force)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        return 2
+    cfg = demo_config(files or None, overrides)
+    logs = log_to(Run(cfg.run.uri), verbose)
+    with StageConsole() as lines:
+        run_demo(cfg, force=force, observer=lines)
     console.rule("[bold]demo: before and after")
-    console.print(text)
-    console.print(f"demo finished in {time.time() - t0:.0f} s")
+    console.print(summary(cfg), markup=False, highlight=False)
+    console.print(f"demo finished in {time.time() - t0:.0f} s; logs in {logs}", markup=False, highlight=False)
     return 0
 
 
@@ -245,7 +212,7 @@ def _status(args) -> int:
     try:
         cfg = load_config(list(args.config), args.overrides)
     except (ConfigError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        report_error(exc, getattr(args, "verbose", False))
         return 2
 
     # Fields a config sets win; the others come from the run's own records (markers, checkpoints).
@@ -260,9 +227,8 @@ def _status(args) -> int:
 def fairness_command(args) -> int:
     """``dft fairness``: evaluate.targets/intersections/groups of the config, then the options."""
     from dft.config.load import load_config
-    from dft.errors import DftError
     from dft.evaluate import attributes as A
-    from dft.evaluate.fairness import fairness_cli
+    from dft.cli.evaluate import fairness_cli
 
     try:
         ev = load_config(list(args.config), list(args.overrides)).evaluate if (args.config or args.overrides) else None
@@ -270,7 +236,7 @@ def fairness_command(args) -> int:
         intersections = list(ev.intersections if ev else []) + A.parse_intersections(args.intersect)
         groups = dict(ev.groups if ev else {}) | A.parse_groups(args.groups)
     except (DftError, ValueError) as exc:
-        console.print(f"[red]dft fairness: {exc}[/red]")
+        report_error(exc, getattr(args, "verbose", False), prefix="dft fairness: ")
         return 2
     return fairness_cli(args.labels, as_json=args.json, bootstrap=args.bootstrap, targets=targets,
                         intersections=intersections, groups=groups, reader_audit=args.reader_audit)
@@ -282,67 +248,70 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    _setup_logging(getattr(args, "verbose", False))
+    verbose = getattr(args, "verbose", False)
+    setup_logging(verbose)
     if args.command == "status":  # reads files only: before the model libraries are imported to be quieted
         return _status(args)
-    _quiet_libraries()
-    from dft.config.load import ConfigError, dump_config, load_config
-
+    quiet_libraries()
     if args.command == "fairness":
         return fairness_command(args)
-
     if args.command == "audit-reader":
         from dft.cli.audit import audit_cli
 
         return audit_cli(args, console)
+    try:
+        return _command(args, verbose)
+    except DftError as exc:
+        report_error(exc, verbose)
+        return exit_code(exc)
+
+
+def _command(args, verbose: bool) -> int:
+    from dft.cluster import check_run_uri
+    from dft.config.load import dump_config, load_config
+    from dft.pipeline import STAGES, stage_function
 
     files = list(args.config)
     if args.command == "demo":
-        return _demo(files, args.overrides, args.force)
-    from dft.cluster import check_run_uri
-    from dft.errors import DftError
+        return _demo(files, args.overrides, args.force, verbose)
+    cfg = load_config(files, args.overrides)
+    check_run_uri(cfg.run.uri)
+    if args.command in ("prompts", "run", "generate"):
+        from dft.prompts.vocab import load_vocabulary
 
-    try:
-        cfg = load_config(files, args.overrides)
-        check_run_uri(cfg.run.uri)
-        if args.command in ("prompts", "run", "demo", "generate"):
-            from dft.prompts.vocab import load_vocabulary
-
-            load_vocabulary(cfg.prompts.vocab)
-    except (ConfigError, ValueError, DftError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        return 2
+        load_vocabulary(cfg.prompts.vocab)
 
     if args.command == "config":
         sys.stdout.write(dump_config(cfg))
         return 0
-    if args.command == "prompts":
-        from dft.prompts.stage import run_prompts
-        from dft.runs import StageConfigChanged
+    if args.command == "prompts" and args.out:
+        from dft.prompts.stage import build_prompts
 
-        try:
-            run_prompts(cfg, force=args.force, out=args.out)
-        except (ValueError, StageConfigChanged) as exc:
-            console.print(f"[red]{exc}[/red]")
-            return 2
+        _prompt_table(build_prompts(cfg, args.out))
         return 0
     if args.command == "label":
-        from dft.evaluate.labels import label_cli
+        from dft.cli.evaluate import label_cli
 
         return label_cli(args.path, args.out, cfg)
     if args.command == "report":
         if args.run:
             cfg.run.uri = args.run
-        run_stages(cfg, ["report"], force=True)
+        run_stages(cfg, ["report"], force=True, verbose=verbose)
         return 0
-    if args.command in ("run", "demo"):
-        run_stages(cfg, STAGES, force=args.force)
+    if args.command == "run":
+        run_stages(cfg, STAGES, force=args.force, verbose=verbose)
         return 0
-    stage_list = {"evaluate": ["evaluate", "report"]}.get(args.command, [args.command])
-    if _stage_fn(args.command) is None:
+    if stage_function(args.command) is None:
         console.print(f"[yellow]'dft {args.command}' is not built yet in this version of dft.[/yellow]")
         return 1
-    run_stages(cfg, stage_list, force=args.force)
+    stage_list = {"evaluate": ["evaluate", "report"]}.get(args.command, [args.command])
+    results = run_stages(cfg, stage_list, force=args.force, verbose=verbose)
+    if args.command == "prompts":
+        _prompt_table(results[0].counts)
+    elif args.command == "generate":
+        from dft.runs import Run
+
+        _generate_table(results[0].counts, Run(cfg.run.uri).synthetic)
     return 0
 
 

@@ -73,12 +73,13 @@ def decide(labels: pa.Table, cfg) -> tuple[np.ndarray, list[str | None], list[tu
 
 def curate_run(cfg, run, force: bool = False) -> dict:
     from dft.cluster import connect
+    from dft.errors import MissingInput
     from dft.evaluate.pipeline import read_with_ray
     from dft.generate.shards import shard_files
 
     files = shard_files(run.synthetic, "parquet")
     if not files:
-        raise FileNotFoundError(f"no Parquet shards under {run.synthetic}: run `dft generate` first")
+        raise MissingInput(f"no Parquet shards under {run.synthetic}: run `dft generate` first")
     connect(cfg.ray)
     labels = read_with_ray(files, cfg.curate.readers, num_actors=cfg.curate.num_actors)
     return apply_curation(labels, files, run.curated, cfg.curate)

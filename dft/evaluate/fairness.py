@@ -1,5 +1,5 @@
 """Score a label table: every metric per attribute, per prompt and averaged, per model, and the
-comparison of two models. ``dft fairness LABELS [--json]`` is ``fairness_cli``.
+comparison of two models. ``dft fairness LABELS [--json]`` (dft/cli/evaluate.py) prints it.
 
 A label table is Parquet or CSV with a ``prompt`` column (optional: all rows are one prompt without
 it), an optional ``model`` column, and one column per attribute; a null (or an empty string,
@@ -49,14 +49,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dft.errors import DftError
+from dft.errors import InputError
 from dft.evaluate import attributes as A
 from dft.evaluate import metrics as M
 from dft.evaluate.attributes import KNOWN_GROUPS
@@ -140,7 +139,7 @@ def encode(col: pa.ChunkedArray, groups: list[str] | None) -> tuple[np.ndarray, 
     index = {g: i for i, g in enumerate(groups)}
     unknown = sorted(set(seen) - set(index))
     if unknown:
-        raise ValueError(f"values {unknown[:5]} are not among the declared groups {groups}")
+        raise InputError(f"values {unknown[:5]} are not among the declared groups {groups}")
     lut = np.array([index.get(v, -1) if v is not None else -1 for v in values] + [-1], dtype=np.int64)
     idx = pc.fill_null(enc.indices, len(values)).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     return lut[idx], list(groups)
@@ -383,39 +382,3 @@ def _jsonable(obj):
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
-
-
-def fairness_cli(
-    labels_path: str,
-    as_json: bool = False,
-    bootstrap: int = 1000,
-    targets: dict[str, dict[str, float]] | None = None,
-    intersections: list[list[str]] | None = None,
-    groups: dict[str, list[str]] | None = None,
-    reader_audit: str | None = None,
-) -> int:
-    """``dft fairness LABELS [--json] [--bootstrap N] [--target ...] [--intersect ...] [--groups ...]
-    [--reader-audit AUDIT.json]``: print the result; exit code 0, or 2 on bad input."""
-    try:
-        table = read_labels(labels_path)
-        audit = None
-        if reader_audit:
-            from dft import storage
-            from dft.evaluate.confusion import read_audit
-
-            audit = read_audit(storage.read_text(reader_audit))
-            unknown = sorted(set(audit) - set(table.column_names))
-            if unknown:
-                log.warning("reader audit %s: attributes %s are not in the label table", reader_audit, unknown)
-        result = score_table(table, bootstrap=bootstrap, targets=targets, intersections=intersections, groups=groups,
-                             reader_audit=audit)
-    except (OSError, ValueError, KeyError, pa.ArrowException, DftError) as exc:
-        print(f"dft fairness: {labels_path}: {exc}", file=sys.stderr)
-        return 2
-    if not any(m["attributes"] for m in result["models"].values()):
-        print(f"dft fairness: {labels_path}: no attribute column with at least 2 groups", file=sys.stderr)
-        return 2
-    from dft.evaluate.summary import format_summary
-
-    sys.stdout.write(json.dumps(result, indent=2) + "\n" if as_json else format_summary(result))
-    return 0

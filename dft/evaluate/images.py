@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from dft import storage
+from dft.errors import InputError
 from dft.schema import ATTRIBUTE_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def detect_kind(path: str) -> str:
         if storage.glob(p, "**/*.tar"):
             return "webdataset"
         return "folder"
-    raise ValueError(f"{path}: not a .parquet file, a .tar shard, or a folder")
+    raise InputError(f"{path}: not a .parquet file, a .tar shard, or a folder")
 
 
 def iter_batches(path: str, batch_size: int = 64, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
@@ -86,7 +87,7 @@ def _parquet_rows(path: str) -> Iterator[dict]:
         pf = pq.ParquetFile(fs.open_input_file(p))
         image_col = next((c for c in IMAGE_COLUMNS if c in pf.schema_arrow.names), None)
         if image_col is None:
-            raise ValueError(f"{uri}: no image bytes column (one of {IMAGE_COLUMNS})")
+            raise InputError(f"{uri}: no image bytes column (one of {IMAGE_COLUMNS})")
         for batch in pf.iter_batches(batch_size=256):
             for row in batch.to_pylist():
                 row["image"] = row.pop(image_col)

@@ -1,4 +1,4 @@
-"""The label table, and ``dft label PATH --out LABELS``.
+"""The label table (``dft label PATH --out LABELS`` writes one: dft/cli/evaluate.py).
 
 One row per image: ``key``, ``model`` and ``prompt`` when known, one column per perceived
 attribute (the group as text, null when unreadable), ``<attr>_reason`` (why it is unreadable),
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -98,24 +97,3 @@ def label_local(path: str, reader_cfgs, batch_size: int = 32, model: str | None 
         if progress:
             log.info("labelled %d images", done)
     return label_table(tables, chain.attributes)
-
-
-def label_cli(path: str, out: str, cfg) -> int:
-    """``dft label PATH --out LABELS``: the readers of ``evaluate.readers`` over any images.
-
-    Runs in this process; the evaluate stage runs the same readers as a Ray Data actor pool."""
-    if not (str(out).endswith(".parquet") or str(out).endswith(".csv")):
-        print(f"dft label: --out must end in .parquet or .csv, got {out!r}", file=sys.stderr)
-        return 2
-    try:
-        table = label_local(path, cfg.evaluate.readers, batch_size=max(r.batch_size for r in cfg.evaluate.readers))
-    except (OSError, ValueError) as exc:
-        print(f"dft label: {exc}", file=sys.stderr)
-        return 2
-    write_labels(table, out)
-    attrs = json.loads(table.schema.metadata[METADATA_KEY])
-    summary = ", ".join(
-        f"{a}: {table.num_rows - table.column(a).null_count}/{table.num_rows} read" for a in attrs if a in table.column_names
-    )
-    print(f"wrote {table.num_rows} labels to {out} ({summary})")
-    return 0

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from dft import storage
 from dft.evaluate.config import ReaderConfig
-from dft.runs import Run, run_stage
+from dft.errors import MissingInput
+from dft.runs import Run, StageResult, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def model_sources(cfg, run: Run) -> dict[str, str]:
             out["base"] = cfg.model.source
         elif name == "finetuned":
             if not storage.exists(storage.join(run.finetuned_model, "model_index.json")):
-                raise FileNotFoundError(
+                raise MissingInput(
                     f"evaluate.models names 'finetuned' but {run.finetuned_model} holds no exported pipeline "
                     "(run `dft train` first, or set evaluate.models=[base])"
                 )
@@ -95,7 +96,7 @@ def label_model(images_uri: str, label: str, readers: list[ReaderConfig], out_ur
     return table
 
 
-def run_evaluate(cfg, force: bool = False) -> dict:
+def evaluate_stage(cfg, force: bool = False) -> StageResult:
     from dft.cluster import connect
     from dft.evaluate.clip_score import summarize
     from dft.evaluate.fairness import score_table
@@ -133,28 +134,41 @@ def run_evaluate(cfg, force: bool = False) -> dict:
         log.info("evaluation: %s", counts)
         return counts
 
-    config = {n: getattr(cfg, n).model_dump(mode="json") for n in EVAL_SECTIONS}
-    return run_stage(run, "evaluate", cfg.section_hash(*EVAL_SECTIONS), config, work, force=force).counts
+    return run_stage(run, "evaluate", cfg, EVAL_SECTIONS, work, force=force)
 
 
-def run_curate(cfg, force: bool = False) -> dict:
+def run_evaluate(cfg, force: bool = False) -> dict:
+    """The stage's counts: prompts, models (source, images, labels of each), labels."""
+    return evaluate_stage(cfg, force).counts
+
+
+CURATE_SECTIONS = ("model", "prompts", "generate", "curate")
+REPORT_SECTIONS = ("evaluate", "report")
+
+
+def curate_stage(cfg, force: bool = False) -> StageResult:
     from dft.evaluate.curate import curate_run
 
     run = Run(cfg.run.uri)
-    sections = ("model", "prompts", "generate", "curate")
-    config = {n: getattr(cfg, n).model_dump(mode="json") for n in sections}
-    return run_stage(run, "curate", cfg.section_hash(*sections), config, lambda: curate_run(cfg, run, force), force=force).counts
+    return run_stage(run, "curate", cfg, CURATE_SECTIONS, lambda: curate_run(cfg, run, force), force=force)
 
 
-def run_report(cfg, force: bool = False) -> dict:
+def run_curate(cfg, force: bool = False) -> dict:
+    return curate_stage(cfg, force).counts
+
+
+def report_stage(cfg, force: bool = False) -> StageResult:
     from dft.evaluate.report import write_report
 
     run = Run(cfg.run.uri)
     metrics_uri = storage.join(run.eval, "metrics.json")
     if not storage.exists(metrics_uri):
-        raise FileNotFoundError(f"{metrics_uri} does not exist: run `dft evaluate` first")
-    sections = ("evaluate", "report")
-    config = {n: getattr(cfg, n).model_dump(mode="json") for n in sections}
+        raise MissingInput(f"{metrics_uri} does not exist: run `dft evaluate` first")
     # The marker records the metrics it was made from, so a re-evaluation makes the report stale.
-    h = hashlib.sha256((cfg.section_hash(*sections) + storage.read_text(metrics_uri)).encode()).hexdigest()[:16]
-    return run_stage(run, "report", h, config, lambda: write_report(run, cfg.report), force=force).counts
+    metrics = hashlib.sha256(storage.read_bytes(metrics_uri)).hexdigest()[:16]
+    return run_stage(run, "report", cfg, REPORT_SECTIONS, lambda: write_report(run, cfg.report), force=force,
+                     inputs={"metrics_sha256": metrics})
+
+
+def run_report(cfg, force: bool = False) -> dict:
+    return report_stage(cfg, force).counts

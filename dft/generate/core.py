@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from dft.errors import InputError
 from dft.generate.config import GenerateConfig
 from dft.schema import PROMPT_SCHEMA, SAMPLE_SCHEMA, sample_key
 
@@ -83,7 +84,7 @@ def resolve_device_dtype(cfg: GenerateConfig):
     if name == "auto":
         name = "fp16" if device == "cuda" else "fp32"
     if name == "fp16" and device == "cpu":
-        raise ValueError("generate.dtype=fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+        raise InputError("generate.dtype=fp16 needs a CUDA device; use fp32 or bf16 on CPU")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
     return device, dtype
 

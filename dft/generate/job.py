@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from dft import storage
-from dft.errors import DftError
+from dft.errors import DftError, InputError
 from dft.generate.config import GenerateConfig
 from dft.generate.core import ERROR_COLUMN, ImageGenerator
 from dft.generate.plan import Plan, PromptSource, check_or_write_plan, make_plan, prompt_source, stage_table
@@ -34,6 +34,7 @@ from dft.generate.shards import (
     parts_uri,
     write_part,
 )
+from dft.progress import task as progress_task
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def fault_plan(cfg: GenerateConfig) -> dict[str, Any]:
         elif key.strip() == "fail_seeds":
             plan["fail_seeds"] = [int(s) for s in value.split(",") if s.strip()]
         else:
-            raise ValueError(f"{FAULT_ENV}: unknown switch {key!r} (crash_after=N;fail_seeds=S1,S2)")
+            raise InputError(f"{FAULT_ENV}: unknown switch {key!r} (crash_after=N;fail_seeds=S1,S2)")
     return plan
 
 
@@ -182,7 +183,7 @@ def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: st
 
     ctx = ray.data.DataContext.get_current()
     saved_bars = ctx.enable_progress_bars
-    ctx.enable_progress_bars = progress
+    ctx.enable_progress_bars = progress and saved_bars  # the console decides whether Ray Data draws bars
     runtime_env = _runtime_env(worker_env)
     from dft.cluster import wait_for_resources
 
@@ -220,21 +221,26 @@ def _run_pipeline(plan: Plan, source: PromptSource, todo: list[int], out_uri: st
             log.info("committed shard %d (%d images, %d failed) [%d/%d]", index, marker["images"],
                      len(marker["failures"]), done, len(todo))
 
+    rows_todo = sum(plan.bounds(i)[1] - plan.bounds(i)[0] for i in todo)
     try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for shard, pos, failed in zip(batch["shard"], batch[POS], batch["failed"]):
-                if int(shard) in submitted:  # a late duplicate of a redone batch: already counted
-                    continue
-                rows = seen.setdefault(int(shard), set())
-                images += int(not failed and int(pos) not in rows)
-                rows.add(int(pos))
-            for shard in [s for s, p in seen.items() if len(p) == plan.bounds(s)[1] - plan.bounds(s)[0]]:
-                del seen[shard]
-                submitted.add(shard)
-                start, stop = plan.bounds(shard)
-                pending[shard] = committer.commit.remote(out_uri, shard, start, stop, plan.formats)
-            collect(block=False)
-        collect(block=True)
+        # The bar is named after the output folder: "generate synthetic", "generate base" (evaluation), ...
+        with progress_task(f"generate {out_uri.rstrip('/').rsplit('/', 1)[-1]}", total=rows_todo, unit="images") as bar:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                before = images
+                for shard, pos, failed in zip(batch["shard"], batch[POS], batch["failed"]):
+                    if int(shard) in submitted:  # a late duplicate of a redone batch: already counted
+                        continue
+                    rows = seen.setdefault(int(shard), set())
+                    images += int(not failed and int(pos) not in rows)
+                    rows.add(int(pos))
+                bar.advance(images - before)
+                for shard in [s for s, p in seen.items() if len(p) == plan.bounds(s)[1] - plan.bounds(s)[0]]:
+                    del seen[shard]
+                    submitted.add(shard)
+                    start, stop = plan.bounds(shard)
+                    pending[shard] = committer.commit.remote(out_uri, shard, start, stop, plan.formats)
+                collect(block=False)
+            collect(block=True)
     finally:
         ctx.enable_progress_bars = saved_bars
         ray.kill(committer)

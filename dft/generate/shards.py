@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dft import storage
+from dft.errors import MissingInput
 from dft.schema import METADATA_COLUMNS, SAMPLE_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def read_manifest(out_uri: str) -> dict:
     """The manifest of a finished job; FileNotFoundError naming the path when the job has not finished."""
     uri = storage.join(out_uri, "manifest.json")
     if not storage.exists(uri):
-        raise FileNotFoundError(f"no manifest at {uri}: the generation job has not finished there")
+        raise MissingInput(f"no manifest at {uri}: the generation job has not finished there")
     return storage.read_json(uri)
 
 

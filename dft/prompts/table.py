@@ -20,6 +20,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from dft.errors import InputError
 from dft.prompts.config import PromptsConfig
 from dft.prompts.vocab import Vocabulary, load_vocabulary
 from dft.schema import PROMPT_SCHEMA
@@ -51,7 +52,7 @@ def _filtered_values(vocab: Vocabulary, cfg: PromptsConfig) -> dict[str, list[st
         inc, exc = cfg.include.get(attr), cfg.exclude.get(attr, [])
         for v in (inc or []) + exc:
             if v not in values:
-                raise ValueError(
+                raise InputError(
                     f"prompts.{'include' if inc and v in inc else 'exclude'}.{attr}: {v!r} is not in "
                     f"vocabulary {vocab.name!r} (first values: {values[:5]})"
                 )
@@ -59,7 +60,7 @@ def _filtered_values(vocab: Vocabulary, cfg: PromptsConfig) -> dict[str, list[st
             values = [v for v in values if v in inc]
         values = [v for v in values if v not in exc]
         if not values:
-            raise ValueError(f"prompts: no {attr} values left after include/exclude")
+            raise InputError(f"prompts: no {attr} values left after include/exclude")
         out[attr] = values
     return out
 
@@ -119,7 +120,7 @@ class PromptTable:
         for attr, shares in cfg.targets.items():
             unknown = sorted(set(shares) - set(self.values[attr]))
             if unknown:
-                raise ValueError(
+                raise InputError(
                     f"prompts.targets.{attr}: {unknown} are not values of {attr} in vocabulary {self.vocab.name!r} "
                     f"after include/exclude (values: {self.values[attr][:8]})"
                 )
@@ -135,7 +136,7 @@ class PromptTable:
                    for a, c in codes.items()):
                 break
         if w.sum() <= 0:
-            raise ValueError(f"prompts.targets: no combination left with a positive weight ({dict(cfg.targets)})")
+            raise InputError(f"prompts.targets: no combination left with a positive weight ({dict(cfg.targets)})")
         total = n * cfg.images_per_prompt
         exact = total * w / w.sum()
         out = np.floor(exact).astype(np.int64)

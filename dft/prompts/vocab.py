@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dft import storage
+from dft.errors import InputError
 
 FILES = {
     "ethnicity": "ethnicities.txt",
@@ -39,20 +40,20 @@ def load_vocabulary(name: str) -> Vocabulary:
     else:
         folder = name
     if not storage.isdir(folder):
-        raise ValueError(
+        raise InputError(
             f"prompts.vocab: {name!r} is neither a shipped vocabulary ({', '.join(SHIPPED)}) nor a folder"
         )
 
     def read(fname: str) -> list[str]:
         uri = storage.join(folder, fname)
         if not storage.exists(uri):
-            raise ValueError(f"prompts.vocab: {name!r} has no {fname}")
+            raise InputError(f"prompts.vocab: {name!r} has no {fname}")
         values = _lines(storage.read_text(uri))
         if not values:
-            raise ValueError(f"prompts.vocab: {uri} lists no values")
+            raise InputError(f"prompts.vocab: {uri} lists no values")
         if len(set(values)) != len(values):
             dup = sorted({v for v in values if values.count(v) > 1})
-            raise ValueError(f"prompts.vocab: {uri} repeats {dup}")
+            raise InputError(f"prompts.vocab: {uri} repeats {dup}")
         return values
 
     values = {attr: read(fname) for attr, fname in FILES.items()}
@@ -60,5 +61,5 @@ def load_vocabulary(name: str) -> Vocabulary:
     for t in templates:
         for field in ("{age}", "{ethnicity}", "{gender}", "{profession}"):
             if field not in t:
-                raise ValueError(f"prompts.vocab: template {t!r} lacks {field}")
+                raise InputError(f"prompts.vocab: template {t!r} lacks {field}")
     return Vocabulary(name=name, values=values, templates=templates, neutral=read("neutral.txt"))

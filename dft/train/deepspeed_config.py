@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from dft.errors import InputError
+
 
 def resolve_precision(precision: str, use_gpu: bool) -> str:
     if precision == "auto":
         return "bf16" if use_gpu else "fp32"
     if precision == "fp16" and not use_gpu:
-        raise ValueError("train.precision fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16)")
+        raise InputError("train.precision fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16)")
     return precision
 
 

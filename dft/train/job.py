@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from dft import storage
 from dft.cluster import worker_env_vars
-from dft.errors import DftError
+from dft.errors import DftError, InputError
 from dft.runs import Run
 from dft.train.spec import WorkerSpec, needs_same_world, resize_message
 
@@ -73,16 +73,16 @@ def check_resume(cfg, state: dict | None) -> None:
     if state is None:
         return
     if state.get("structure") != structure(cfg):
-        raise ValueError(
+        raise InputError(
             f"the checkpoints under {experiment_uri(cfg)} were made for another model layout "
             f"({json.dumps(state.get('structure'))}); this config has {json.dumps(structure(cfg))}. "
             "Use --force to start over (the old checkpoints are removed), or another run.name."
         )
     if (state["world_size"] != cfg.train.num_workers and needs_same_world(state["zero_stage"])
             and cfg.train.resize_policy == "fail"):
-        raise ValueError(resize_message(state["world_size"], cfg.train.num_workers, state["zero_stage"], state["step"]))
+        raise InputError(resize_message(state["world_size"], cfg.train.num_workers, state["zero_stage"], state["step"]))
     if state["zero_stage"] != cfg.train.zero_stage:
-        raise ValueError(
+        raise InputError(
             f"the latest checkpoint (step {state['step']}) used ZeRO stage {state['zero_stage']}, this config "
             f"{cfg.train.zero_stage}: set train.zero_stage={state['zero_stage']} to resume, or --force to start over"
         )
@@ -156,7 +156,7 @@ def fit(cfg, *, worker_env: dict | None = None) -> TrainOutcome:
 
     t = cfg.train
     if t.mlflow_tracking_uri and importlib.util.find_spec("mlflow") is None:
-        raise ValueError("train.mlflow_tracking_uri is set but mlflow is not installed: `pip install mlflow`")
+        raise InputError("train.mlflow_tracking_uri is set but mlflow is not installed: `pip install mlflow`")
     check_resume(cfg, latest_state(cfg))
     connect(cfg.ray)
     use_gpu = resolve_use_gpu(t.use_gpu)

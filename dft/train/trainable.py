@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dft.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -79,7 +81,7 @@ def apply_trainable(unet, text_encoder, vae, spec: TrainableSpec, gradient_check
         if spec.text_encoder:
             text_encoder.requires_grad_(True)
     else:
-        raise ValueError(f"train.trainable must be 'unet', 'full' or 'lora', got {spec.mode!r}")
+        raise InputError(f"train.trainable must be 'unet', 'full' or 'lora', got {spec.mode!r}")
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if spec.trains_text_encoder:
@@ -90,7 +92,7 @@ def apply_trainable(unet, text_encoder, vae, spec: TrainableSpec, gradient_check
         "total": sum(p.numel() for p in unet.parameters()) + sum(p.numel() for e in encoders for p in e.parameters()),
     }
     if counts["unet_trainable"] + counts["text_encoder_trainable"] == 0:
-        raise ValueError(
+        raise InputError(
             f"nothing to train: LoRA targets {list(spec.lora_targets)} matched no module of the {type(unet).__name__}"
         )
     log.info("trainable parameters: %s", counts)

@@ -2,10 +2,10 @@
 
 ``prepare(cfg)`` builds (or reuses, from the cache) the biased base model and points
 ``cfg.model.source`` at its folder; then the ordinary stages run (prompts, generate, curate, train,
-evaluate, report) with ``dft/configs/world.yaml``; ``summary(cfg)`` prints the before/after table
-of the neutral-prompt bias and the path of the report.
+evaluate, report) with ``dft/configs/world.yaml``; ``summary(cfg)`` returns the before/after table
+of the neutral-prompt bias and the path of the report as text.
 
-    python -m dft.world.demo            # the whole demo (same as `dft demo` with the world config)
+    dft demo                             # the whole demo, on the console (dft/cli/main.py)
 """
 
 from __future__ import annotations
@@ -99,28 +99,17 @@ def summary(cfg) -> str:
     return "\n".join(lines)
 
 
-def run_demo(config_files: list[str] | None = None, overrides: list[str] | None = None, force: bool = False) -> str:
-    """prepare + every stage + the summary; returns the summary text."""
-    from dft.cli.main import STAGES, run_stages
+def demo_config(config_files: list[str] | None = None, overrides: list[str] | None = None):
+    """The demo's config: dft/configs/world.yaml (or ``config_files`` instead), then ``overrides``."""
     from dft.config.load import load_config
 
-    cfg = load_config(config_files or [world_config_path()], overrides or [])
+    return load_config(config_files or [world_config_path()], overrides or [])
+
+
+def run_demo(cfg, force: bool = False, observer=None) -> list:
+    """prepare + every stage of ``dft.pipeline``; returns the stages' results (``summary(cfg)`` is the
+    before/after table). ``observer``: told when each stage starts and ends (see dft.pipeline)."""
+    from dft.pipeline import STAGES, run_pipeline
+
     prepare(cfg)
-    run_stages(cfg, STAGES, force=force)
-    return summary(cfg)
-
-
-def main() -> int:
-    from dft.cli.main import _quiet_libraries, _setup_logging, console
-
-    _setup_logging(False)
-    _quiet_libraries()
-    t0 = time.time()
-    text = run_demo()
-    console.print(text)
-    console.print(f"demo finished in {time.time() - t0:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return run_pipeline(cfg, STAGES, force=force, observer=observer)

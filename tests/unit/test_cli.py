@@ -39,6 +39,16 @@ def test_prompts_writes_table_to_out(tmp_path, capsys):
 def test_prompts_changed_config_exits_nonzero(tmp_path, capsys):
     run = f"run.uri={tmp_path / 'r'}"
     assert main(["prompts", "--set", run, "--set", "prompts.max_combinations=5"]) == 0
-    assert main(["prompts", "--set", run, "--set", "prompts.max_combinations=6"]) == 2
+    assert main(["prompts", "--set", run, "--set", "prompts.max_combinations=6"]) == 3  # as every stage
     assert "--force" in capsys.readouterr().err
     assert main(["prompts", "--set", run, "--set", "prompts.max_combinations=6", "--force"]) == 0
+
+
+def test_a_failed_stage_is_one_line_and_exit_1_traceback_with_v(tmp_path, capsys):
+    run = f"run.uri={tmp_path / 'r'}"
+    assert main(["report", "--set", run]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err[-1].startswith("stage 'report' failed:") and "metrics.json does not exist" in err[-1]
+    assert not any("Traceback" in line for line in err)
+    assert main(["report", "--set", run, "-v"]) == 1
+    assert "Traceback" in capsys.readouterr().err

@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 
 from dft.evaluate import confusion as C
-from dft.evaluate.fairness import fairness_cli, score_table
+from dft.cli.evaluate import fairness_cli
+from dft.evaluate.fairness import score_table
 
 GROUPS = ["lighter", "medium", "darker"]
 # rows: true class; columns: read as lighter, medium, darker, unreadable

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dft.evaluate.fairness import METADATA_KEY, attribute_groups, fairness_cli, score_table
-from dft.evaluate.labels import label_cli, label_table, write_labels
+from dft.cli.evaluate import fairness_cli, label_cli
+from dft.evaluate.fairness import METADATA_KEY, attribute_groups, score_table
+from dft.evaluate.labels import label_table, write_labels
 
 
 def _table(rows, groups=None):
