@@ -54,7 +54,9 @@ def rows(n: int, size: int = 32) -> list[dict]:
     return out
 
 
-def write_shards(out_dir: str, n: int = 32, shard_size: int = 16, size: int = 32, formats=("parquet", "webdataset")) -> list[dict]:
+def write_shards(
+    out_dir: str, n: int = 32, shard_size: int = 16, size: int = 32, formats=("parquet", "webdataset")
+) -> list[dict]:
     """Write RUN/synthetic-style shards (parquet/, webdataset/, manifest.json last) into a local folder."""
     all_rows = rows(n, size)
     shards = []

@@ -150,7 +150,8 @@ def _prompt_table(counts: dict) -> None:
     """The prompt table's counts per attribute (``dft prompts``)."""
     per = counts.get("per_attribute", {})
     summary = Table(title=f"prompt table: {counts.get('combinations', 0):,} combinations, {counts.get('rows', 0):,} images")
-    for col, justify in (("attribute", "left"), ("values", "right"), ("images per value (min / max)", "right"), ("examples", "left")):
+    columns = (("attribute", "left"), ("values", "right"), ("images per value (min / max)", "right"), ("examples", "left"))
+    for col, justify in columns:
         summary.add_column(col, justify=justify)
     for attr, c in per.items():
         if c:
@@ -226,9 +227,9 @@ def _status(args) -> int:
 
 def fairness_command(args) -> int:
     """``dft fairness``: evaluate.targets/intersections/groups of the config, then the options."""
+    from dft.cli.evaluate import fairness_cli
     from dft.config.load import load_config
     from dft.evaluate import attributes as A
-    from dft.cli.evaluate import fairness_cli
 
     try:
         ev = load_config(list(args.config), list(args.overrides)).evaluate if (args.config or args.overrides) else None

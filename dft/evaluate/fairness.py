@@ -181,7 +181,9 @@ def _seed(seed: int, *path: int) -> int:
     return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0])
 
 
-def _pairing(table: pa.Table, model_codes: np.ndarray, prompt_codes: np.ndarray, pair: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+def _pairing(
+    table: pa.Table, model_codes: np.ndarray, prompt_codes: np.ndarray, pair: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Row indices of the two models' images, aligned pair by pair, when every (prompt, seed)
     appears once per model and both models have the same set; otherwise None."""
     if "seed" not in table.column_names:
@@ -264,11 +266,14 @@ def score_table(
         encoded[A.joint_name(parts)] = A.joint_codes([encoded[p][0] for p in parts], [encoded[p][1] for p in parts])
     unused = sorted(set(targets) - set(encoded))
     if unused:
-        raise A.LabelTableError(f"targets name {unused}, which are not attributes of the label table (attributes: {list(encoded)})")
+        raise A.LabelTableError(
+            f"targets name {unused}, which are not attributes of the label table (attributes: {list(encoded)})"
+        )
     for ai, (attr, (codes, groups_)) in enumerate(encoded.items()):
         K = len(groups_)
         if K < 2:
-            log.warning("attribute %r has %d group(s): no fairness to measure, skipped (declare its groups with --groups)", attr, K)
+            log.warning("attribute %r has %d group(s): no fairness to measure, skipped (declare its groups with --groups)",
+                        attr, K)
             continue
         part_names = attr.split(A.JOINT) if attr not in attributes else None
         q = A.target_vector(attr, groups_, targets, {p: encoded[p][1] for p in part_names} if part_names else None)

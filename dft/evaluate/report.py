@@ -155,7 +155,8 @@ def distribution_chart(result: dict, attr: str, prompt: str) -> bytes:
         if p is None:
             continue
         shares = [p["shares"].get(g) or 0.0 for g in groups]
-        ax.bar(x + (i - (len(models) - 1) / 2) * w, shares, w, label=f"{m} (n={p['readable']}, unreadable {p['unreadable_rate']:.0%})",
+        label = f"{m} (n={p['readable']}, unreadable {p['unreadable_rate']:.0%})"
+        ax.bar(x + (i - (len(models) - 1) / 2) * w, shares, w, label=label,
                color=COLORS[i % len(COLORS)])
     ax.axhline(1.0 / len(groups), color="k", lw=0.8, ls="--", label="even share")
     ax.set_xticks(x, groups, fontsize=7, rotation=30 if len(groups) > 4 else 0)
@@ -303,7 +304,8 @@ def write_report(run, cfg) -> dict:
         storage.write_bytes(storage.join(out, rel), metric_chart(result, a))
         charts[a] = {"metrics": rel, "prompts": {}}
         written += 1
-        if any("+" in g for g in result["models"][next(m for m in models if a in result["models"][m]["attributes"])]["attributes"][a]["groups"]):
+        first = next(m for m in models if a in result["models"][m]["attributes"])
+        if any("+" in g for g in result["models"][first]["attributes"][a]["groups"]):
             rel = f"charts/{_file_name(a)}-heatmap.png"
             storage.write_bytes(storage.join(out, rel), joint_heatmap(result, a))
             charts[a]["heatmap"] = rel

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dft import storage
-from dft.evaluate.config import ReaderConfig
 from dft.errors import MissingInput
+from dft.evaluate.config import ReaderConfig
 from dft.runs import Run, StageResult, run_stage
 
 log = logging.getLogger(__name__)

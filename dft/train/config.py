@@ -60,7 +60,9 @@ class TrainConfig(Section):
         description="SD3/FLUX: T5 tokens per caption (None: 256 for SD3, 512 for FLUX, capped at the tokenizer's "
         "model_max_length). Match generate.max_sequence_length.",
     )
-    latent_actors: int = Field(1, ge=1, description="Actors encoding latents and caption embeddings (precompute_*); one GPU each on GPU.")
+    latent_actors: int = Field(
+        1, ge=1, description="Actors encoding latents and caption embeddings (precompute_*); one GPU each on GPU."
+    )
     materialize: Literal["auto", "always", "never"] = Field(
         "auto", description="Keep the decoded set in Ray's object store ('auto': when the shards total <= 512 MiB)."
     )
@@ -71,7 +73,8 @@ class TrainConfig(Section):
         "same seed and data a run repeats exactly; may slow a streaming ingest.",
     )
     trainable: Literal["unet", "full", "lora"] = Field(
-        "unet", description="Every weight of the denoiser (UNet or transformer: 'unet' and 'full' are the same), or LoRA adapters."
+        "unet",
+        description="Every weight of the denoiser (UNet or transformer: 'unet' and 'full' are the same), or LoRA adapters.",
     )
     flow: FlowConfig = Field(default_factory=FlowConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)

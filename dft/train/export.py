@@ -1,7 +1,8 @@
 """Export: a training checkpoint -> a diffusers pipeline folder (safetensors) at RUN/models/finetuned.
 
 The folder holds the base pipeline's components with the trained denoiser (the UNet of SD/SDXL, the
-transformer of SD3/FLUX; and the text encoder, when it trained). LoRA adapters are merged into the weights (``lora.merge_on_export``), or kept apart as
+transformer of SD3/FLUX; and the text encoder, when it trained). LoRA adapters are merged into the weights
+(``lora.merge_on_export``), or kept apart as
 ``pytorch_lora_weights.safetensors`` beside an unchanged base pipeline. ``load_pipeline(folder)``
 and ``DiffusionPipeline.from_pretrained(folder)`` both load it; it is a model source like any other."""
 

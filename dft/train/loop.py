@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import torch
 
 from dft import storage
-from dft.errors import DftError
 from dft.train.components import build_module, trainable_named_parameters
 from dft.train.config import TrainConfig
 from dft.train.deepspeed_config import build_deepspeed_config, disable_cpu_shm_comm

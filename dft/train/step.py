@@ -173,7 +173,9 @@ class DiffusionModule(CaptionConditioning, torch.nn.Module):
         self.family = family or FAMILIES["sd"]
         self.vae_scale = vae_scale  # pixels per latent: SDXL's time ids are in pixels
         self.unet = unet
-        self.set_text_encoders(text_encoders if text_encoders is not None else ([text_encoder] if text_encoder is not None else []))
+        if text_encoders is None:
+            text_encoders = [text_encoder] if text_encoder is not None else []
+        self.set_text_encoders(text_encoders)
         self.vae = vae
         self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone(), persistent=False)
         self.prediction_type = prediction_type

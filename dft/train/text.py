@@ -105,7 +105,8 @@ def load_text_encoders(folder: str, family: Family, dtype=torch.float32) -> list
 def embed_captions(family: Family, encoders, tokenizers, texts: list[str], max_sequence_length: int | None,
                    device="cpu") -> dict:
     """Captions -> {"embeds", "pooled"?} as float32 numpy (the precomputed columns)."""
-    ids = {k: torch.from_numpy(v).to(device) for k, v in tokenize_captions(family, tokenizers, texts, max_sequence_length).items()}
+    tokens = tokenize_captions(family, tokenizers, texts, max_sequence_length)
+    ids = {k: torch.from_numpy(v).to(device) for k, v in tokens.items()}
     with torch.no_grad():
         embeds, pooled = encode_captions(family, encoders, ids)
     out = {"embeds": embeds.float().cpu().numpy()}

@@ -36,9 +36,7 @@ DEEPSPEED_ADAPTERS = {
 # The bottom layer: these import only each other (and outside libraries).
 FOUNDATIONS = ("dft.models", "dft.storage", "dft.runs", "dft.schema", "dft.errors", "dft.cluster", "dft.config.base")
 # Known violations waiting for another branch; each entry is (importer, imported module) and says when it goes.
-KNOWN = {
-    ("dft.world.demo", "dft.cli.main"),  # removed when the pipeline lands (dft/pipeline.py, issue 15 item 2)
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

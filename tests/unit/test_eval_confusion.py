@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dft.evaluate import confusion as C
 from dft.cli.evaluate import fairness_cli
+from dft.evaluate import confusion as C
 from dft.evaluate.fairness import score_table
 
 GROUPS = ["lighter", "medium", "darker"]

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dft.cli.evaluate import fairness_cli
 from dft.evaluate import attributes as A
 from dft.evaluate import metrics as M
-from dft.cli.evaluate import fairness_cli
 from dft.evaluate.fairness import METADATA_KEY, read_labels, score_table
 from dft.evaluate.labels import label_table, write_labels
 

@@ -1,6 +1,7 @@
 """Planning, shard commits and readers, without Ray or a model: samples are made up here."""
 
 import hashlib
+import io
 import json
 import os
 

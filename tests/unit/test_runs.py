@@ -46,7 +46,8 @@ def test_every_stage_records_one_shape_sections_plus_inputs(tmp_path):
     run_stage(run, "t", c, ["model", "train"], lambda: {"n": 1}, inputs={"run_name": "x"})
     marker = run.marker("t")
     assert marker["config"] == {"model": {"source": "m"}, "train": {"steps": 3}, "run_name": "x"}
-    assert marker["config_hash"] == config_hash(marker["config"]) == config_hash(stage_config(c, ["model", "train"], {"run_name": "x"}))
+    expected = config_hash(stage_config(c, ["model", "train"], {"run_name": "x"}))
+    assert marker["config_hash"] == config_hash(marker["config"]) == expected
     with pytest.raises(StageConfigChanged, match="run_name: 'x' -> 'y'"):
         run_stage(run, "t", c, ["model", "train"], lambda: {"n": 1}, inputs={"run_name": "y"})
 
