@@ -111,6 +111,24 @@ def summary_rows(result: dict) -> list[dict]:
     return rows
 
 
+def unreadable_rows(result: dict) -> list[tuple[str, str, dict[str, str]]]:
+    """(attribute, reason, {model: "count (share of its images)"}) for every reason a reader gave."""
+    rows = []
+    models = list(result["models"])
+    attrs = list(dict.fromkeys(a for m in models for a in result["models"][m]["attributes"]))
+    for a in attrs:
+        blocks = {m: result["models"][m]["attributes"].get(a) for m in models}
+        why = sorted({r for b in blocks.values() if b for r in (b.get("unreadable_reasons") or {})})
+        for r in why:
+            per = {}
+            for m, b in blocks.items():
+                if b:
+                    n = (b.get("unreadable_reasons") or {}).get(r, 0)
+                    per[m] = f"{n} ({n / max(b['images'], 1):.1%})"
+            rows.append((a, r, per))
+    return rows
+
+
 def metric_chart(result: dict, attr: str) -> bytes:
     """Averaged metrics of each model with their intervals, for one attribute."""
     import matplotlib
@@ -394,6 +412,14 @@ def report_document(result: dict, rows: list[dict], charts: dict, sheets: dict, 
             cells += [Cell(_pct(r.get("change"))), Cell(verdict + sig, cls=verdict)]
         body.append(cells)
     doc.add(Table("summary", head, body))
+    reasons = unreadable_rows(result)
+    if reasons:
+        doc.add(Heading(2, "Unreadable images"),
+                Note("Why a reader gave no value, per model and attribute (e.g. no_face, degraded_face, overexposed). "
+                     "A model that damages faces shows it here, not as a new group in the shares."))
+        rhead = [Cell("perceived attribute", left=True), Cell("reason", left=True)] + [Cell(m) for m in models]
+        doc.add(Table("unreadable", rhead, [[Cell(a, left=True), Cell(why, left=True)]
+                                            + [Cell(per.get(m, "")) for m in models] for a, why, per in reasons]))
     q = result.get("quality", {}).get("clip_score")
     if q:
         doc.add(Heading(2, "Quality guard"),

@@ -1,59 +1,101 @@
-"""The demo world, end to end, on pinned seeds: the unchanged pipeline must remove a bias we put in.
+"""The demo world, end to end: the unchanged pipeline must remove a bias we put in, on seeds it was
+not tuned on.
 
-In the issue's order:
+The settings of dft/configs/world.yaml were chosen on the tuning seeds (prompts.seed 0, train.seed 0,
+evaluation seed offset 0; docs/world.md). They are judged here on other seed sets, each changing the
+generation, training and evaluation seeds: ``JUDGED[0]`` in `make test`, the others in the slow suite
+(`make test-slow`, which `.ci/run` runs too). Every set must pass, in the issue's order:
 1. preconditions: the base model's VAE reconstructions read back right >= 95% per attribute;
    explicit prompts give the asked gender >= 90% and skin-tone group >= 80% of the time;
-2. the base model is biased: gender and skin-tone imbalance on neutral prompts >= 0.2 each;
-3. after diversity fine-tuning (dft/configs/world.yaml: attribute dropout) the mean imbalance is
-   >= 40% lower with bootstrap intervals apart, no attribute worse, explicit fidelity <= 5 points lower;
+2. the base model is biased: gender and skin-tone imbalance on the neutral prompts >= 0.2 each;
+3. after diversity fine-tuning the mean imbalance is >= 40% lower on all neutral prompts and on the
+   held-out phrasings alone (the fine-tuning never captions with them), each attribute lower with the
+   paired 95% interval of its change below zero, the unreadable-or-degraded rate at most 2 points
+   above the base model's, explicit fidelity <= 5 points lower;
 4. two controls fail step 3: the base model re-sampled with other seeds, and the base model
    fine-tuned the same way on its own neutral-prompt images.
 
-Every stage is the library's own (prompts, generate, train, evaluate); only the model source and
-the vocabulary are the world's. The base model is built once per machine (cached, see
-dft/world/base_model.py); the rest runs in a temporary run folder.
+Every number comes from the evaluation stage's scoring (``score_table``, via dft.world.checks). Every
+stage is the library's own; only the model source, the vocabulary and the reader are the world's. The
+base model is built once per machine (cached, see dft/world/base_model.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-# In `make test` (the issue asks for it there): about 8 minutes with world-base cached, 13 without.
+# JUDGED[0] is in `make test` (the issue asks for one judged set there): about 9 minutes with
+# world-base cached; the others are slow.
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 log = logging.getLogger(__name__)
+
+# (generation seed = prompts.seed, train.seed, evaluate.seed_offset); the tuning set is (0, 0, 0)
+TUNING = (0, 0, 0)
+JUDGED = ((1009, 7, 101), (2017, 13, 202), (3037, 29, 303))
+STEPS = ["prompts", "generate", "curate", "train", "evaluate", "report"]
 
 
 def _labels(run_uri: str):
     return pq.read_table(f"{run_uri}/eval/labels.parquet")
 
 
-def _config(run_uri: str, *overrides: str):
+def _config(run_uri: str, seeds: tuple[int, int, int], *overrides: str):
     from dft.config.load import load_config
     from dft.world.demo import world_config_path
 
-    return load_config([world_config_path()], [f"run.uri={run_uri}", *overrides])
+    gen, train, evaluate = seeds
+    return load_config([world_config_path()], [f"run.uri={run_uri}", f"prompts.seed={gen}", f"train.seed={train}",
+                                               f"evaluate.seed_offset={evaluate}", *overrides])
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, ray_session):
+def _run(cfg, stages):
+    from dft.pipeline import run_pipeline
+
+    run_pipeline(cfg, stages)
+
+
+@pytest.fixture(scope="module", params=[pytest.param(JUDGED[0], id="judged-1")]
+                + [pytest.param(s, id=f"judged-{i + 2}", marks=pytest.mark.slow) for i, s in enumerate(JUDGED[1:])])
+def world(request, tmp_path_factory, ray_session):
     from dft.world.demo import prepare
 
-    root = tmp_path_factory.mktemp("world")
-    cfg = _config(str(root / "run"))
+    seeds = request.param
+    assert seeds != TUNING and all(a != b for a, b in zip(seeds, TUNING)), "judged seeds must all differ from the tuning ones"
+    root = tmp_path_factory.mktemp(f"world-{'-'.join(map(str, seeds))}")
+    cfg = _config(str(root / "run"), seeds)
     base = prepare(cfg)
-    return {"root": root, "cfg": cfg, "base": base, "results": {}}
+    return {"root": root, "cfg": cfg, "seeds": seeds, "base": base, "results": {"seeds": seeds}}
 
 
 def _record(world, name, value):
     world["results"][name] = value
-    log.info("%s: %s", name, json.dumps(value, default=float))
-    print(f"\n[world e2e] {name}: {json.dumps(value, default=float)}")
+    text = json.dumps(value, default=float)
+    log.info("%s %s: %s", world["seeds"], name, text)
+    print(f"\n[world e2e {world['seeds']}] {name}: {text}")
+    out = os.environ.get("DFT_WORLD_RESULTS")  # a folder: one JSON per judged seed set, for docs/world.md
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, f"world-{'-'.join(map(str, world['seeds']))}.json"), "w") as f:
+            json.dump(world["results"], f, default=float, indent=1)
+
+
+def _headline(s: dict) -> dict:
+    return {
+        phrasing: {
+            m: {"mean": r[phrasing]["mean_imbalance"], "unreadable_or_degraded": r[phrasing]["unreadable_rate"],
+                **{a: v["imbalance"] for a, v in r[phrasing]["attributes"].items()}}
+            for m, r in s["models"].items() if phrasing in r
+        }
+        for phrasing in ("all", "trained", "held_out")
+    }
 
 
 def test_1_preconditions(world):
@@ -64,16 +106,20 @@ def test_1_preconditions(world):
     from dft.world.checks import explicit_fidelity
     from dft.world.render import Person, render_batch
 
-    # VAE: portraits it never saw (seeds outside the corpus), every combination.
+    # VAE: portraits it never saw (seeds outside the corpus, and outside the seeds 10**9.. on which the
+    # reader's clean-face limits were set), every combination; its reconstructions must read back right
+    # and be clean faces.
     vae = AutoencoderKL.from_pretrained(world["base"], subfolder="vae")
     people = [Person(e, g, p) for e in A.ETHNICITIES for g in A.GENDERS for p in A.PROFESSIONS] * 20
-    images, _ = render_batch(people, np.arange(10**9, 10**9 + len(people)))
+    start = 2 * 10**9 + 10**6 * world["seeds"][0]
+    images, _ = render_batch(people, np.arange(start, start + len(people)))
     truth = {a: [getattr(p, a) for p in people] for a in ("ethnicity", "gender", "profession")}
     rec = vae_fidelity(vae, images, truth, every=1)
     _record(world, "vae_reconstruction_fidelity", rec)
     assert min(rec.values()) >= 0.95, rec
 
-    fid = explicit_fidelity(world["cfg"], world["base"], str(world["root"] / "explicit-base"), images_per_prompt=8)
+    fid = explicit_fidelity(world["cfg"], world["base"], str(world["root"] / "explicit-base"), images_per_prompt=8,
+                            seed_offset=world["seeds"][2])
     world["fid_base"] = fid
     _record(world, "base_explicit_fidelity", fid)
     assert fid["gender"] >= 0.90, fid
@@ -81,47 +127,60 @@ def test_1_preconditions(world):
 
 
 def test_2_base_is_biased(world):
-    from dft.cli.main import run_stages
     from dft.world.checks import bias_summary
 
     cfg = world["cfg"]
-    run_stages(cfg, ["prompts", "generate", "curate", "train", "evaluate", "report"])
-    s = bias_summary(_labels(cfg.run.uri), bootstrap=cfg.evaluate.bootstrap, seed=0)
+    _run(cfg, STEPS)
+    s = bias_summary(_labels(cfg.run.uri), bootstrap=cfg.evaluate.bootstrap, seed=cfg.prompts.seed)
     world["summary"] = s
-    _record(world, "bias", {m: {"mean": r["mean_imbalance"], "ci": r.get("mean_imbalance_ci"),
-                                **{a: v["imbalance"] for a, v in r["attributes"].items()}} for m, r in s.items()})
-    base = s["base"]["attributes"]
-    assert base["gender"]["imbalance"] >= 0.2, base
-    assert base["skin_tone_group"]["imbalance"] >= 0.2, base
+    _record(world, "bias", _headline(s))
+    for phrasing in ("trained", "held_out"):
+        base = s["models"]["base"][phrasing]["attributes"]
+        assert base["gender"]["imbalance"] >= 0.2, (phrasing, base)
+        assert base["skin_tone_group"]["imbalance"] >= 0.2, (phrasing, base)
 
 
 def test_3_finetuning_reduces_bias(world):
     from dft.runs import Run
-    from dft.world.checks import explicit_fidelity, verdict
+    from dft.world.checks import explicit_fidelity, goal_numbers, verdict
 
     cfg = world["cfg"]
     ft = Run(cfg.run.uri).finetuned_model
-    fid_ft = explicit_fidelity(cfg, ft, str(world["root"] / "explicit-finetuned"), images_per_prompt=8)
+    fid_ft = explicit_fidelity(cfg, ft, str(world["root"] / "explicit-finetuned"), images_per_prompt=8,
+                               seed_offset=world["seeds"][2])
     _record(world, "finetuned_explicit_fidelity", fid_ft)
     s = world["summary"]
-    v = verdict(s["base"], s["finetuned"], world["fid_base"], fid_ft)
+    v = verdict(s, "all", world["fid_base"], fid_ft)
+    held_out = verdict(s, "held_out")
     _record(world, "verdict", v)
-    # verdict's "pass" is every check's; make sure the explicit-fidelity checks are among them
-    assert {"gender_fidelity_kept", "skin_tone_group_fidelity_kept"} <= set(v["checks"]), v
+    _record(world, "verdict_held_out", held_out)
+    _record(world, "goal", {m: goal_numbers(s["models"][m]["all"]) for m in s["models"]})
+    # verdict's "pass" is every check's; make sure the guards are among them
+    assert {"gender_fidelity_kept", "skin_tone_group_fidelity_kept", "unreadable_or_degraded_kept",
+            "gender_lower", "skin_tone_group_lower"} <= set(v["checks"]), v
+    assert s["comparison"]["all"]["resampling"] == "paired"
     assert v["pass"], v
+    assert held_out["pass"], held_out
 
 
 def test_4a_control_resampled_base_fails(world):
     """The base model against itself with other seeds: chance alone must not pass step 3."""
-    from dft.cli.main import run_stages
     from dft.world.checks import bias_summary, verdict
 
-    cfg = _config(str(world["root"] / "control-resample"), "evaluate.models=[base]", "evaluate.seed_offset=1")
+    gen, train, evaluate = world["seeds"]
+    cfg = _config(str(world["root"] / "control-resample"), (gen, train, evaluate + 1), "evaluate.models=[base]")
     cfg.model.source = world["base"]
-    run_stages(cfg, ["evaluate"])
-    again = bias_summary(_labels(cfg.run.uri), bootstrap=cfg.evaluate.bootstrap, seed=1)["base"]
-    v = verdict(world["summary"]["base"], again)
+    _run(cfg, ["evaluate"])
+    again = _labels(cfg.run.uri)
+    again = again.set_column(again.schema.get_field_index("model"), "model", pa.array(["base_again"] * again.num_rows))
+    base = _labels(world["cfg"].run.uri)
+    base = base.filter(pa.compute.equal(base.column("model"), "base"))
+    cols = [c for c in base.column_names if c in again.column_names]
+    s = bias_summary(pa.concat_tables([base.select(cols), again.select(cols)]), bootstrap=cfg.evaluate.bootstrap,
+                     seed=1, pair=("base", "base_again"))
+    v = verdict(s)
     _record(world, "control_resampled", v)
+    assert s["comparison"]["all"]["resampling"] == "independent"
     assert not v["pass"], v
 
 
@@ -129,22 +188,23 @@ def test_4b_control_finetuned_on_own_neutral_images_fails(world):
     """Fine-tuning the same way on the base model's own neutral-prompt images (same number of images,
     same training settings) must not pass step 3: the gain comes from the diverse set, not from
     fine-tuning as such."""
-    from dft.cli.main import run_stages
     from dft.generate.job import generate_dataset
     from dft.prompts.table import neutral_table
-    from dft.world.checks import bias_summary, verdict
+    from dft.world.checks import bias_summary, trained_prompts, verdict
 
     cfg = world["cfg"]
     root = world["root"] / "control-own-neutral"
     n_synthetic = cfg.prompts.images_per_prompt * 48
-    per_prompt = n_synthetic // 4
+    trained_phrasing = sorted(trained_prompts())  # the caption the fine-tuning trains with
+    per_prompt = n_synthetic // len(trained_phrasing)
     own = str(root / "own-neutral")
     table = neutral_table(cfg.prompts, images_per_prompt=per_prompt, seed_offset=12345)
+    table = table.filter(pa.compute.is_in(table.column("prompt"), pa.array(trained_phrasing)))
     generate_dataset(table, own, world["base"], cfg.generate, cache_dir=cfg.model.cache_dir, progress=False)
-    ctl = _config(str(root / "run"), f"train.data_uri={own}")
+    ctl = _config(str(root / "run"), world["seeds"], f"train.data_uri={own}")
     ctl.model.source = world["base"]
-    run_stages(ctl, ["train", "evaluate"])
+    _run(ctl, ["train", "evaluate"])
     s = bias_summary(_labels(ctl.run.uri), bootstrap=ctl.evaluate.bootstrap, seed=0)
-    v = verdict(s["base"], s["finetuned"])
-    _record(world, "control_own_neutral", {"verdict": v, "finetuned_mean": s["finetuned"]["mean_imbalance"]})
+    v = verdict(s)
+    _record(world, "control_own_neutral", {"verdict": v, "finetuned_mean": s["models"]["finetuned"]["all"]["mean_imbalance"]})
     assert not v["pass"], v

@@ -134,3 +134,22 @@ def test_report_shows_floor_and_a_heatmap_per_model_for_an_intersection(tmp_path
     html = (folder / "index.html").read_text()
     assert "charts/gender-skin_tone_group-heatmap.png" in html and "at floor" in md + html
     assert counts["attributes"] == 3
+
+
+def test_report_tables_the_unreadable_reasons_per_model(tmp_path):
+    from dft.evaluate.document import to_markdown
+    from dft.evaluate.report import report_document, summary_rows, unreadable_rows
+
+    def block(images, reasons):
+        return {"images": images, "unreadable_reasons": reasons}
+
+    result = {"bootstrap": 10, "models": {
+        "base": {"images": 100, "attributes": {"gender": block(100, {"no_face": 1})}},
+        "finetuned": {"images": 100, "attributes": {"gender": block(100, {"degraded_face": 7, "no_face": 2})}},
+    }}
+    rows = unreadable_rows(result)
+    assert rows == [("gender", "degraded_face", {"base": "0 (0.0%)", "finetuned": "7 (7.0%)"}),
+                    ("gender", "no_face", {"base": "1 (1.0%)", "finetuned": "2 (2.0%)"})]
+    md = to_markdown(report_document(result, [], {}, {}, "t"))
+    assert "Unreadable images" in md and "| gender | degraded_face | 0 (0.0%) | 7 (7.0%) |" in md
+    assert summary_rows({"models": {}}) == []
