@@ -21,7 +21,13 @@ def test_vocabulary_is_the_renderers():
     table = PromptTable(PromptsConfig(vocab="world", template_policy="all", images_per_prompt=1))
     assert len(table.combos) == 3 * 2 * 1 * 4 * len(v.templates)
     neutral = neutral_table(PromptsConfig(vocab="world"), images_per_prompt=1)
-    expected = sorted(f"a photo of a{'n' if p[0] in 'aeiou' else ''} {p}" for p in A.PROFESSIONS)
+    from dft.world.corpus import NEUTRAL_TEMPLATES
+
+    # every neutral phrasing of the corpus, the trained one first (vocab_world/neutral.txt lists them in order)
+    assert tuple(v.neutral) == NEUTRAL_TEMPLATES
+    expected = sorted(t.replace("a {profession}", f"a{'n' if p[0] in 'aeiou' else ''} {p}")
+                      for t in NEUTRAL_TEMPLATES for p in A.PROFESSIONS)
+    assert "a candid photo of an engineer" in expected and len(expected) == 12
     assert sorted(neutral.column("prompt").to_pylist()) == expected
 
 
