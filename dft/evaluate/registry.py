@@ -31,14 +31,13 @@ names its module in the reader config: ``evaluate.readers: [{kind: mine, module:
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
-from importlib.metadata import EntryPoint, entry_points
 from typing import Callable, NamedTuple, Protocol
 
 import numpy as np
 
+from dft import plugins
 from dft.errors import DftError
 from dft.evaluate.config import ReaderConfig
 
@@ -80,28 +79,18 @@ def register_reader(kind: str, factory: ReaderFactory, attributes: AttributesOf 
     _REGISTRY[kind] = ReaderPlugin(factory, attributes)
 
 
-@functools.cache
-def _entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
 def reader_kinds() -> list[str]:
     """Every reader kind, registered or declared (declared ones are not loaded to list them)."""
-    return sorted(set(_REGISTRY) | set(_entry_points()))
+    return sorted(set(_REGISTRY) | set(plugins.declared(ENTRY_POINT_GROUP)))
 
 
 def _load_entry_point(kind: str) -> None:
-    ep = _entry_points().get(kind)
-    if ep is None or kind in _REGISTRY:
+    if kind in _REGISTRY:
         return
-    try:
-        factory, attributes = ep.load()
-    except Exception as exc:
-        raise ReaderConfigError(
-            f"reader kind {kind!r}: its entry point {ep.value!r} ({ENTRY_POINT_GROUP}) does not load "
-            f"({type(exc).__name__}: {exc}); reinstall the package that declares it (pip install -e .)"
-        ) from exc
-    _REGISTRY[kind] = ReaderPlugin(factory, attributes)
+    declared = plugins.load_declared(ENTRY_POINT_GROUP, kind, ReaderConfigError, "reader kind")
+    if declared is not None:
+        factory, attributes = declared
+        _REGISTRY[kind] = ReaderPlugin(factory, attributes)
 
 
 def reader_plugin(cfg: ReaderConfig) -> ReaderPlugin:

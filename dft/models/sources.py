@@ -14,18 +14,16 @@ A source is one of:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from dft import storage
+from dft import plugins, storage
 from dft.errors import DftError
 
 log = logging.getLogger(__name__)
@@ -66,29 +64,18 @@ def register_builtin(name: str, describe: Callable[[], dict], build: BuiltinBuil
     _BUILTINS[name] = BuiltinModel(describe, build)
 
 
-@functools.cache
-def _entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
 def builtin_names() -> list[str]:
     """Every built-in model name, registered or declared (declared ones are not loaded to list them)."""
-    return sorted(set(_BUILTINS) | set(_entry_points()))
+    return sorted(set(_BUILTINS) | set(plugins.declared(ENTRY_POINT_GROUP)))
 
 
 def builtin_model(name: str) -> BuiltinModel | None:
     """The built-in model called ``name``, loading its entry point on first use; None if there is none."""
     if name not in _BUILTINS:
-        ep = _entry_points().get(name)
-        if ep is None:
+        declared = plugins.load_declared(ENTRY_POINT_GROUP, name, ModelSourceError, "model source")
+        if declared is None:
             return None
-        try:
-            describe, build = ep.load()
-        except Exception as exc:
-            raise ModelSourceError(
-                f"model source {name!r}: its entry point {ep.value!r} ({ENTRY_POINT_GROUP}) does not load "
-                f"({type(exc).__name__}: {exc}); reinstall the package that declares it (pip install -e .)"
-            ) from exc
+        describe, build = declared
         _BUILTINS[name] = BuiltinModel(describe, build)
     return _BUILTINS[name]
 
