@@ -52,22 +52,32 @@ def read_generated(images_uri: str) -> pa.Table:
     out = reader({"image": images})
     cols = {k: table.column(k) for k in ("key", "prompt", "ethnicity", "gender", "profession")}
     cols = {("asked_" + k if k in ("ethnicity", "gender", "profession") else k): v for k, v in cols.items()}
-    for k in ("gender", "skin_tone_group", "skin_tone", "world_profession"):
+    for k in ("gender", "skin_tone_group", "skin_tone", "world_profession", "world_face"):
         cols["read_" + k] = pa.array(list(out[k]), pa.string())
     return pa.table(cols)
 
 
-def fidelity_of(read: pa.Table) -> dict[str, float]:
-    """Share of images whose read attribute is the one the prompt asked for (unreadable counts as wrong)."""
+def fidelity_of(read: pa.Table) -> dict:
+    """Share of images whose read attribute is the one the prompt asked for (unreadable counts as wrong);
+    and the share of images whose face is not clean (degraded, or none), in all and per skin-tone group
+    asked for (``not_clean``, ``not_clean_by_group``): how cleanly the model draws each group."""
     d = read.to_pydict()
     n = read.num_rows
     asked_group = [SKIN_GROUP_OF_ETHNICITY.get(e) for e in d["asked_ethnicity"]]
-    return {
+    out = {
         "gender": sum(a == b for a, b in zip(d["asked_gender"], d["read_gender"])) / n,
         "skin_tone_group": sum(a == b for a, b in zip(asked_group, d["read_skin_tone_group"])) / n,
         "profession": sum(a == b for a, b in zip(d["asked_profession"], d["read_world_profession"])) / n,
         "images": n,
     }
+    if "read_world_face" in d:
+        bad = [f != "clean" for f in d["read_world_face"]]
+        out["not_clean"] = sum(bad) / n
+        out["not_clean_by_group"] = {
+            g: float(np.mean([b for b, a in zip(bad, asked_group) if a == g]))
+            for g in BIAS_ATTRIBUTES["skin_tone_group"] if g in asked_group
+        }
+    return out
 
 
 def explicit_fidelity(cfg, model_source: str, out_uri: str, images_per_prompt: int = 4, seed_offset: int = 0) -> dict:
@@ -168,12 +178,37 @@ def goal_numbers(block: dict) -> dict:
             "max_gender_share": max((v for v in top_gender.values() if v is not None), default=None)}
 
 
+def expected_not_clean(block: dict, not_clean_by_group: dict[str, float]) -> float | None:
+    """The not-clean rate (no face or a degraded one) a model would show on these neutral prompts if it
+    drew each skin-tone group exactly as cleanly as ``not_clean_by_group`` says (the rates on explicit
+    prompts, per group asked for), given the mix of groups it draws.
+
+    Per prompt: the clean faces' shares c_g are what the reader sees; the faces drawn of group g are then
+    in proportion to c_g / (1 - d_g), and the expected not-clean rate is their d_g-weighted mean. The
+    prompts are averaged (each has as many images). A model that draws more darker faces, which the base
+    model draws less cleanly than lighter ones, shows a higher raw rate with no damage done: this is that
+    rate, so that damage can be told from a change of mix."""
+    d = {g: float(v) for g, v in not_clean_by_group.items() if g in BIAS_ATTRIBUTES["skin_tone_group"]}
+    if not d or any(v >= 1 for v in d.values()):
+        return None
+    rates = []
+    for shares in block["attributes"]["skin_tone_group"]["shares_per_prompt"].values():
+        w = {g: (shares.get(g) or 0.0) / (1 - d[g]) for g in d}
+        total = sum(w.values())
+        if total > 0:
+            rates.append(sum(w[g] * d[g] for g in d) / total)
+    return float(np.mean(rates)) if rates else None
+
+
 def verdict(summary: dict, phrasing: str = "all", fid_base: dict | None = None, fid_other: dict | None = None,
             min_drop: float = 0.40, max_fidelity_loss: float = 0.05, max_unreadable_rise: float = 0.02) -> dict:
     """The issue's step 3 as named checks, on one phrasing group of ``bias_summary``'s result: mean
     imbalance at least ``min_drop`` lower; each attribute's paired change below zero with its interval
     (significant); the unreadable-or-degraded rate at most ``max_unreadable_rise`` above the base's;
-    explicit fidelity at most ``max_fidelity_loss`` lower."""
+    explicit fidelity at most ``max_fidelity_loss`` lower. Given explicit-prompt results with their
+    not-clean rates (``fidelity_of``), two damage checks with the same bar: ``explicit_damage_kept`` (the
+    explicit prompts' not-clean rate, fine-tuned minus base) and ``damage_beyond_mix_kept`` (the neutral
+    prompts' rise less the rise its new mix of skin-tone groups explains, ``expected_not_clean``)."""
     cmp = summary["comparison"].get(phrasing)
     if cmp is None:
         raise ValueError(f"world verdict: no comparison for phrasing {phrasing!r} (have {sorted(summary['comparison'])})")
@@ -197,6 +232,25 @@ def verdict(summary: dict, phrasing: str = "all", fid_base: dict | None = None, 
         "base": base["unreadable_rate"], "other": other["unreadable_rate"], "rise": rise,
         "need": f"<= {max_unreadable_rise}", "pass": bool(rise <= max_unreadable_rise),
     }
+    if fid_base and fid_other and "not_clean_by_group" in fid_base and "not_clean" in fid_other:
+        # Damage, told from a change of mix: (1) on the explicit prompts (the same prompts and seeds for both
+        # models) the fine-tuned model's faces are not less often clean; (2) on the neutral prompts its rise
+        # over the base is within the bar once the rise its new mix of groups brings is taken out.
+        e_rise = fid_other["not_clean"] - fid_base["not_clean"]
+        checks["explicit_damage_kept"] = {
+            "base": fid_base["not_clean"], "other": fid_other["not_clean"], "rise": e_rise,
+            "base_by_group": fid_base["not_clean_by_group"], "other_by_group": fid_other.get("not_clean_by_group"),
+            "need": f"<= {max_unreadable_rise}", "pass": bool(e_rise <= max_unreadable_rise),
+        }
+        exp_b = expected_not_clean(base, fid_base["not_clean_by_group"])
+        exp_o = expected_not_clean(other, fid_base["not_clean_by_group"])
+        if exp_b is not None and exp_o is not None:
+            excess = (other["unreadable_rate"] - exp_o) - (base["unreadable_rate"] - exp_b)
+            checks["damage_beyond_mix_kept"] = {
+                "base": base["unreadable_rate"], "other": other["unreadable_rate"],
+                "expected_base": exp_b, "expected_other": exp_o, "rise": rise, "rise_from_mix": exp_o - exp_b,
+                "excess": excess, "need": f"<= {max_unreadable_rise}", "pass": bool(excess <= max_unreadable_rise),
+            }
     if fid_base and fid_other:
         for attr in ("gender", "skin_tone_group"):
             loss = fid_base[attr] - fid_other[attr]

@@ -3,7 +3,7 @@
 import pyarrow as pa
 import pytest
 
-from dft.world.checks import bias_summary, fidelity_of, goal_numbers, verdict
+from dft.world.checks import bias_summary, expected_not_clean, fidelity_of, goal_numbers, verdict
 
 
 def _labels(model, per_prompt):
@@ -72,6 +72,48 @@ def test_a_model_that_turns_faces_into_blobs_fails():
     v = verdict(s)
     assert v["checks"]["mean_imbalance_drop"]["pass"]
     assert not v["checks"]["unreadable_or_degraded_kept"]["pass"] and not v["pass"]
+
+
+def _fid(not_clean_by_group, not_clean=None):
+    """Explicit-prompt results: fidelity kept, and the not-clean rate per skin-tone group asked for."""
+    rates = list(not_clean_by_group.values())
+    return {"gender": 0.97, "skin_tone_group": 0.9, "not_clean_by_group": not_clean_by_group,
+            "not_clean": sum(rates) / len(rates) if not_clean is None else not_clean}
+
+
+# The base model draws darker faces less cleanly than lighter ones: 20% of them are not clean, 0% of lighter.
+BASE_EXPLICIT = {"lighter": 0.0, "medium": 0.0, "darker": 0.2}
+
+
+def test_a_change_of_mix_is_not_damage():
+    """A model that draws more darker faces, each as cleanly as the base draws them, has a higher raw
+    unreadable rate and no damage: 90/10 lighter/darker (2 of 10 darker not clean: 2%) to 50/50 (10 of
+    50: 10%). The raw 2-point check fails; the rise less what the mix explains is 0, and passes."""
+    base = _labels("base", {DOCTOR: (["man"] * 50 + ["woman"] * 48 + [None] * 2, ["lighter"] * 90 + ["darker"] * 8 + [None] * 2)})
+    ft = _labels("finetuned", {DOCTOR: (["man", "woman"] * 45 + [None] * 10, ["lighter"] * 50 + ["darker"] * 40 + [None] * 10)})
+    s = bias_summary(pa.concat_tables([base, ft]), bootstrap=200)
+    assert expected_not_clean(s["models"]["base"]["all"], BASE_EXPLICIT) == pytest.approx(0.02)
+    assert expected_not_clean(s["models"]["finetuned"]["all"], BASE_EXPLICIT) == pytest.approx(0.10)
+    v = verdict(s, "all", _fid(BASE_EXPLICIT), _fid(BASE_EXPLICIT))
+    c = v["checks"]
+    assert c["unreadable_or_degraded_kept"]["rise"] == pytest.approx(0.08) and not c["unreadable_or_degraded_kept"]["pass"]
+    assert c["damage_beyond_mix_kept"]["rise_from_mix"] == pytest.approx(0.08)
+    assert c["damage_beyond_mix_kept"]["excess"] == pytest.approx(0.0, abs=1e-9) and c["damage_beyond_mix_kept"]["pass"]
+    assert c["explicit_damage_kept"]["pass"]
+
+
+def test_blobs_fail_the_damage_checks_whatever_the_mix():
+    base = _labels("base", {DOCTOR: (["man"] * 36 + ["woman"] * 4, ["lighter"] * 36 + ["medium"] * 4)})
+    blobs = (["man", "woman"] * 6 + [None] * 28, ["lighter", "medium", "darker"] * 4 + [None] * 28)
+    s = bias_summary(pa.concat_tables([base, _labels("finetuned", {DOCTOR: blobs})]), bootstrap=200)
+    c = verdict(s, "all", _fid(BASE_EXPLICIT), _fid(BASE_EXPLICIT))["checks"]
+    assert c["damage_beyond_mix_kept"]["excess"] > 0.5 and not c["damage_beyond_mix_kept"]["pass"]
+    # and a model whose explicit prompts' faces degrade fails the explicit check, 2 points being the bar
+    worse = {"lighter": 0.0, "medium": 0.03, "darker": 0.24}
+    c = verdict(s, "all", _fid(BASE_EXPLICIT), _fid(worse))["checks"]
+    assert c["explicit_damage_kept"]["rise"] == pytest.approx(0.07 / 3) and not c["explicit_damage_kept"]["pass"]
+    slightly = {"lighter": 0.0, "medium": 0.0, "darker": 0.25}
+    assert verdict(s, "all", _fid(BASE_EXPLICIT), _fid(slightly))["checks"]["explicit_damage_kept"]["pass"]
 
 
 def test_lost_fidelity_fails():
@@ -152,3 +194,15 @@ def test_the_demo_summary_is_the_evaluation_stages_numbers(tmp_path):
     assert "held-out prompts:  mean imbalance 0% lower" in text and "below 0 for no attribute" in text
     saved = json.loads((tmp_path / "run" / "eval" / "world_bias.json").read_text())
     assert saved["comparison"]["trained"]["attributes"]["gender"]["significant"] is True
+
+
+def test_fidelity_gives_the_not_clean_rate_per_group_asked_for():
+    read = pa.table({
+        "asked_ethnicity": ["dark-skinned", "dark-skinned", "light-skinned", "medium-skinned"],
+        "asked_gender": ["woman"] * 4, "asked_profession": ["nurse"] * 4,
+        "read_gender": [None, "woman", "woman", None], "read_skin_tone_group": [None, "darker", "lighter", None],
+        "read_world_profession": ["nurse"] * 4, "read_world_face": ["degraded", "clean", "clean", "none"],
+    })
+    f = fidelity_of(read)
+    assert f["not_clean"] == 0.5
+    assert f["not_clean_by_group"] == {"lighter": 0.0, "medium": 1.0, "darker": 0.5}
