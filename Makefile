@@ -29,10 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q -m "not slow and not gpu" --timeout=1800
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" --timeout=1800 --durations=25
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow and not gpu" --timeout=1800
+	$(BIN)/python -m pytest -q -m "slow and not gpu" --timeout=1800 --durations=25
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu" --timeout=1800
