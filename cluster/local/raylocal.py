@@ -228,13 +228,14 @@ class Cluster:
         while time.time() < deadline and any(_alive(p) for p in procs):
             time.sleep(0.1)
 
-    def down(self) -> None:
+    def down(self, timeout: float = 30) -> None:
+        """Stop every node, workers first: each gets ``timeout`` seconds to stop gracefully, then SIGKILL."""
         if not self.state_file.exists():
             return
         state = self.load()
         workers = [n for n, v in state["nodes"].items() if not v["head"]]
         for name in workers + [n for n in state["nodes"] if n not in workers]:
-            self.stop_node(name)
+            self.stop_node(name, timeout=timeout)
         self.state_file.unlink(missing_ok=True)
 
     def _node(self, name: str) -> dict:
