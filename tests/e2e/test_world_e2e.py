@@ -179,11 +179,19 @@ def test_3_finetuning_reduces_bias(world, request):
         # prompts and seeds) are not less often clean after fine-tuning, and the neutral prompts' rise less
         # what their new mix of skin-tone groups explains is within 2 points (both asserted above). The raw
         # rise of the neutral prompts' unreadable-or-degraded rate is over 2 points on the judged sets
-        # because the base model itself draws darker faces less cleanly (docs/world.md: 15-16% of its
-        # explicit darker faces are degraded, 0% of lighter ones); it is recorded, and bounded here by the
+        # because the base model itself draws darker faces less cleanly (docs/world.md: 12-20% of its
+        # explicit darker faces are not clean, 0% of lighter ones); it is recorded, and bounded here by the
         # gross-damage bar: a model that turned faces into blobs (the unit test's case, +30 points) fails it.
         rise = result["checks"]["unreadable_or_degraded_kept"]["rise"]
         assert rise <= GROSS_DAMAGE, (name, rise)
+
+
+def _beside_main_base(world, other: pa.Table) -> pa.Table:
+    """The main run's base-model labels and ``other``'s, in the columns both have: one table to score."""
+    base = _labels(world["cfg"].run.uri)
+    base = base.filter(pa.compute.equal(base.column("model"), "base"))
+    cols = [c for c in base.column_names if c in other.column_names]
+    return pa.concat_tables([base.select(cols), other.select(cols)])
 
 
 def test_4a_control_resampled_base_fails(world):
@@ -196,11 +204,7 @@ def test_4a_control_resampled_base_fails(world):
     _run(cfg, ["evaluate"])
     again = _labels(cfg.run.uri)
     again = again.set_column(again.schema.get_field_index("model"), "model", pa.array(["base_again"] * again.num_rows))
-    base = _labels(world["cfg"].run.uri)
-    base = base.filter(pa.compute.equal(base.column("model"), "base"))
-    cols = [c for c in base.column_names if c in again.column_names]
-    s = bias_summary(pa.concat_tables([base.select(cols), again.select(cols)]), bootstrap=cfg.evaluate.bootstrap,
-                     seed=1, pair=("base", "base_again"))
+    s = bias_summary(_beside_main_base(world, again), bootstrap=cfg.evaluate.bootstrap, seed=1, pair=("base", "base_again"))
     v = verdict(s)
     _record(world, "control_resampled", v)
     assert s["comparison"]["all"]["resampling"] == "independent"
@@ -230,10 +234,7 @@ def test_4b_control_finetuned_on_own_neutral_images_fails(world):
     ctl.model.source = world["base"]
     _run(ctl, ["train", "evaluate"])
     tuned = _labels(ctl.run.uri)
-    base = _labels(world["cfg"].run.uri)
-    base = base.filter(pa.compute.equal(base.column("model"), "base"))
-    cols = [c for c in base.column_names if c in tuned.column_names]
-    s = bias_summary(pa.concat_tables([base.select(cols), tuned.select(cols)]), bootstrap=ctl.evaluate.bootstrap, seed=0)
+    s = bias_summary(_beside_main_base(world, tuned), bootstrap=ctl.evaluate.bootstrap, seed=0)
     assert s["comparison"]["all"]["resampling"] == "paired"
     v = verdict(s)
     _record(world, "control_own_neutral", {"verdict": v, "finetuned_mean": s["models"]["finetuned"]["all"]["mean_imbalance"]})
