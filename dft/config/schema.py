@@ -63,6 +63,23 @@ class RunConfig(Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     @model_validator(mode="after")
+    def _curation_quota(self):
+        quota = self.curate.keep_per_prompt
+        if not self.curate.enabled or quota is None:
+            return self
+        if self.prompts.targets:
+            raise ValueError(
+                f"curate.keep_per_prompt={quota} cannot be used with prompts.targets: the same count for every "
+                "prompt would undo the targets' weighting"
+            )
+        if quota > self.prompts.images_per_prompt:
+            raise ValueError(
+                f"curate.keep_per_prompt={quota} is more than prompts.images_per_prompt="
+                f"{self.prompts.images_per_prompt}: a prompt cannot keep more images than it generates"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _family_options(self):
         """Settings that do not fit the model's family fail here, before any work, when the family is
         knowable without a download (a built-in name or a local folder); stages check the others."""

@@ -123,6 +123,12 @@ class CurateConfig(Section):
     )
     skin_tone_tolerance: int = Field(2, ge=0, le=9, description="Allowed Monk-tone distance from the prompt's.")
     drop_unreadable: bool = Field(False, description="Also drop images whose checked attributes are unreadable.")
+    keep_per_prompt: int | None = Field(
+        None, ge=1,
+        description="Keep at most this many passing images per prompt, the lowest image_index first, so that "
+        "every prompt trains with the same count although some are dropped more often than others; make "
+        "prompts.images_per_prompt larger to leave room. null: keep every passing image.",
+    )
     num_actors: int = Field(1, ge=1)
 
 

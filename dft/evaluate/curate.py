@@ -5,6 +5,9 @@ attribute when its prompt names a value listed in ``curate.expect[attribute]`` a
 group is not one of the agreeing groups (e.g. prompt gender "man", perceived "woman"); with
 ``skin_tone_by_prompt``, when the perceived Monk tone is more than ``skin_tone_tolerance`` away from
 the tone the prompt's ethnicity value names. Unreadable images are kept unless ``drop_unreadable``.
+With ``keep_per_prompt``, each prompt keeps at most that many passing images (lowest image_index
+first; the rest are dropped as ``over_quota``): generate more per prompt than you keep, and prompts
+whose images fail more often still train with as many as the others.
 
 Outputs, under RUN/curated/:
 - ``keep.parquet``: column ``key``, the images to train on (both modes);
@@ -68,7 +71,28 @@ def decide(labels: pa.Table, cfg) -> tuple[np.ndarray, list[str | None], list[tu
                 continue
             if pv is not None and not ok(pv, seen):
                 keep[i], reason[i], detail[i] = False, attr, (pv, seen)
+    if cfg.keep_per_prompt is not None:
+        _apply_quota(labels, keep, reason, detail, cfg.keep_per_prompt)
     return keep, reason, detail
+
+
+def _apply_quota(labels: pa.Table, keep: np.ndarray, reason: list, detail: list, quota: int) -> None:
+    """Per prompt, keep only the first ``quota`` passing images (lowest image_index, then key): the
+    others are dropped as ``over_quota``. The order is the prompt table's, so the kept set does not
+    depend on the order the readers returned rows in."""
+    for name in ("prompt_id", "image_index", "key"):
+        if name not in labels.column_names:
+            raise ValueError(f"curate.keep_per_prompt needs the column {name!r} in the labels; it has {labels.column_names}")
+    prompt_ids = labels.column("prompt_id").to_pylist()
+    index = labels.column("image_index").to_pylist()
+    keys = labels.column("key").to_pylist()
+    taken: dict[str, int] = {}
+    for i in sorted(np.flatnonzero(keep), key=lambda i: (prompt_ids[i], index[i], keys[i])):
+        pid = prompt_ids[i]
+        if taken.get(pid, 0) >= quota:
+            keep[i], reason[i], detail[i] = False, "over_quota", (quota, None)
+        else:
+            taken[pid] = taken.get(pid, 0) + 1
 
 
 def curate_run(cfg, run, force: bool = False) -> dict:
@@ -106,6 +130,15 @@ def apply_curation(labels: pa.Table, shard_uris: list[str], out_uri: str, cfg) -
     for i in drop_idx:
         by_attr[reason[i]] = by_attr.get(reason[i], 0) + 1
     counts = {"images": labels.num_rows, "kept": int(keep.sum()), "dropped": int((~keep).sum()), "dropped_by": by_attr}
+    if cfg.keep_per_prompt is not None:
+        per_prompt = pc.value_counts(pc.filter(labels.column("prompt_id"), pa.array(keep))).field("counts").to_pylist()
+        n_prompts = len(pc.unique(labels.column("prompt_id")))
+        short = n_prompts - sum(1 for c in per_prompt if c >= cfg.keep_per_prompt)
+        counts["keep_per_prompt"] = cfg.keep_per_prompt
+        counts["prompts_short_of_quota"] = short
+        if short:
+            log.warning("curation: %d of %d prompts kept fewer than curate.keep_per_prompt=%d images "
+                        "(too many dropped; generate more per prompt)", short, n_prompts, cfg.keep_per_prompt)
     if cfg.mode == "filter":
         keep_set = pa.array(kept.column("key").to_pylist(), pa.string())
         folder = storage.join(out_uri, "parquet")
