@@ -118,7 +118,7 @@ def counts_text(stage: str, c: dict) -> str:
             return (f"{_n(c['images'])} images, {_n(c['failures'])} failed, {_n(c['shards_generated'])} of "
                     f"{_n(c['shards'])} shards generated now, {c['bytes'] / 1e6:,.1f} MB")
         if stage == "curate":
-            return f"kept {_n(c['kept'])} of {_n(c['images'])} images, dropped by attribute {c.get('dropped_by', {})}"
+            return f"kept {_n(c['kept'])} of {_n(c['images'])} images, dropped by reason {c.get('dropped_by', {})}"
         if stage == "train":
             loss = f", final loss {c['final_loss']:.4f}" if isinstance(c.get("final_loss"), (int, float)) else ""
             return f"{_n(c['steps'])} steps{loss}, {_n(c.get('samples_seen'))} samples; model {c.get('model')}"

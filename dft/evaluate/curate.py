@@ -154,5 +154,5 @@ def apply_curation(labels: pa.Table, shard_uris: list[str], out_uri: str, cfg) -
                 written += t.num_rows
         counts["filtered_rows"] = written
     storage.write_json(storage.join(out_uri, "summary.json"), counts)
-    log.info("curation: kept %d of %d images; dropped by attribute: %s", counts["kept"], counts["images"], by_attr)
+    log.info("curation: kept %d of %d images; dropped by reason: %s", counts["kept"], counts["images"], by_attr)
     return counts
