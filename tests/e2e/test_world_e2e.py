@@ -66,8 +66,26 @@ def _run(cfg, stages):
     run_pipeline(cfg, stages)
 
 
-@pytest.fixture(scope="module", params=[pytest.param(JUDGED[0], id="judged-1")]
-                + [pytest.param(s, id=f"judged-{i + 2}", marks=pytest.mark.slow) for i, s in enumerate(JUDGED[1:])])
+def _seed_sets():
+    """The judged sets, or those of DFT_WORLD_SEEDS ("GEN,TRAIN,EVAL;GEN,TRAIN,EVAL..."): a reviewer's own
+    seeds, all run by any selection that includes this file (none marked slow)."""
+    own = os.environ.get("DFT_WORLD_SEEDS", "").strip()
+    if not own:
+        return [pytest.param(JUDGED[0], id="judged-1")] + [
+            pytest.param(s, id=f"judged-{i + 2}", marks=pytest.mark.slow) for i, s in enumerate(JUDGED[1:])]
+    sets = []
+    for part in own.split(";"):
+        try:
+            seeds = tuple(int(x) for x in part.split(","))
+        except ValueError:
+            seeds = ()
+        if len(seeds) != 3 or min(seeds) < 0:
+            raise pytest.UsageError(f"DFT_WORLD_SEEDS: {part!r} is not GEN,TRAIN,EVAL (three non-negative integers)")
+        sets.append(pytest.param(seeds, id="own-" + "-".join(map(str, seeds))))
+    return sets
+
+
+@pytest.fixture(scope="module", params=_seed_sets())
 def world(request, tmp_path_factory, ray_session):
     from dft.world.demo import prepare
 
@@ -144,10 +162,12 @@ def test_2_base_is_biased(world):
         assert base["skin_tone_group"]["imbalance"] >= 0.2, (phrasing, base)
 
 
-# Judged sets on which step 3 is measured to fail with the committed config (docs/world.md, 2026-12-02):
+# Judged sets on which step 3 is measured to fail with the committed config (docs/world.md, 2026-12-02,
+# 40 per prompt, curation keeping 32):
 # kept in the suite, never dropped, and strict, so the day a change makes them pass the suite says so.
 SHORT_OF_THE_BAR: dict[tuple[int, int, int], str] = {
-    (2017, 13, 202): "explicit skin-tone-group fidelity 5.2 points lower (bar 5; one image of 384 over it)",
+    (2017, 13, 202): "explicit skin-tone-group fidelity 5.2 points lower (bar 5; one image of 384 over it), "
+                     "with the quota as without it",
 }
 
 
@@ -221,7 +241,7 @@ def test_4b_control_finetuned_on_own_neutral_images_fails(world):
 
     cfg = world["cfg"]
     root = world["root"] / "control-own-neutral"
-    n_synthetic = cfg.prompts.images_per_prompt * 48
+    n_synthetic = (cfg.curate.keep_per_prompt or cfg.prompts.images_per_prompt) * 48  # what the main run trains on, at most
     trained_phrasing = sorted(trained_prompts())  # the caption the fine-tuning trains with
     per_prompt = n_synthetic // len(trained_phrasing)
     own = str(root / "own-neutral")
