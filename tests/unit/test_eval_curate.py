@@ -4,7 +4,10 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
 
+from dft.config.schema import RunConfig
 from dft.evaluate.config import CurateConfig
 from dft.evaluate.curate import apply_curation, decide
 
@@ -72,11 +75,6 @@ def test_keep_per_prompt_keeps_the_first_passing_images_of_each_prompt(tmp_path)
 
 
 def test_keep_per_prompt_is_checked_against_the_prompt_table():
-    import pytest
-    from pydantic import ValidationError
-
-    from dft.config.schema import RunConfig
-
     RunConfig.model_validate({"prompts": {"images_per_prompt": 40}, "curate": {"enabled": True, "keep_per_prompt": 32}})
     with pytest.raises(ValidationError, match=r"curate.keep_per_prompt=40 is more than prompts.images_per_prompt=32"):
         RunConfig.model_validate({"prompts": {"images_per_prompt": 32}, "curate": {"enabled": True, "keep_per_prompt": 40}})
