@@ -101,8 +101,20 @@ def check_family(family: Family, train_cfg) -> None:
         raise FamilyMismatch(f"the model is {family.name}: " + "; ".join(problems))
 
 
-def build_module(folder: str, train_cfg, need_vae: bool = True):
-    """The training module for a pipeline folder and a TrainConfig, trainable parts set up."""
+def load_teacher(folder: str):
+    """A frozen copy of the folder's UNet for ``train.prior_preservation`` (eval mode, no gradients)."""
+    import diffusers
+
+    teacher = diffusers.UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32)
+    teacher.requires_grad_(False)
+    return teacher.eval()
+
+
+def build_module(folder: str, train_cfg, need_vae: bool = True, with_teacher: bool = True):
+    """The training module for a pipeline folder and a TrainConfig, trainable parts set up.
+
+    ``with_teacher=False`` leaves out the frozen base UNet that ``train.prior_preservation`` trains
+    against (for a module that only needs the trained parts)."""
     info = model_info(folder)
     need_text = not train_cfg.precompute_text_embeddings
     denoiser, encoders, vae, scheduler, family = load_components(folder, need_vae=need_vae, need_text=need_text)
@@ -127,6 +139,8 @@ def build_module(folder: str, train_cfg, need_vae: bool = True):
             prediction_type=resolve_prediction_type(train_cfg.prediction_type, info),
             scaling_factor=scaling, shift_factor=shift, snr_gamma=train_cfg.snr_gamma,
             family=family, text_encoders=encoders or [], vae_scale=info.vae_scale,
+            teacher=load_teacher(folder) if with_teacher and train_cfg.prior_preservation > 0 else None,
+            prior_weight=train_cfg.prior_preservation if with_teacher else 0.0,
         )
     return module, counts
 

@@ -84,6 +84,13 @@ class TrainConfig(Section):
     )
     snr_gamma: float | None = Field(None, gt=0, description="Min-SNR-gamma weighting (e.g. 5.0); UNet families only.")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA decay of trained weights.")
+    prior_preservation: float = Field(
+        0.0, ge=0.0,
+        description="Weight of a distillation term (UNet families): the denoiser's prediction on each image's full "
+        "prompt is held to a frozen copy of the base model's on the same noisy latent, so neutral captions do not "
+        "erode explicit-prompt fidelity. Costs one more forward of each per step and a second copy of the denoiser's "
+        "weights in memory. 0: off.",
+    )
     gradient_checkpointing: bool = Field(False)
     learning_rate: float = Field(1e-4, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
@@ -141,6 +148,9 @@ class TrainConfig(Section):
             if self.snr_gamma is not None:
                 problems.append(f"train.snr_gamma: min-SNR weighting is for DDPM (UNet) families, not the flow matching "
                                 f"of {family.name}; use train.flow.weighting_scheme; got {self.snr_gamma}")
+            if self.prior_preservation > 0:
+                problems.append(f"train.prior_preservation: the distillation term is built for DDPM (UNet) families, "
+                                f"not the flow matching of {family.name}; got {self.prior_preservation}")
             if self.prediction_type != "auto":
                 problems.append(f"train.prediction_type: {family.name} regresses the flow velocity (noise - x0); "
                                 f"leave it 'auto'; got {self.prediction_type!r}")

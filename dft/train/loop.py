@@ -117,7 +117,7 @@ class BatchStream:
 
     def _prepare(self, raw: dict) -> dict:
         return prepare_batch(raw, self.cfg.caption_policy, self.cfg.attribute_dropout, self.cfg.empty_caption_prob,
-                             self.gen, self.empty_ids, self.device)
+                             self.gen, self.empty_ids, self.device, keep_prompt=self.cfg.prior_preservation > 0)
 
 
 @dataclass

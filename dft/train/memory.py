@@ -10,6 +10,8 @@ unless latents are), Psi_t the trained ones (all of the denoiser, or its LoRA ad
 - optimizer states: Adam's two moments in fp32, plus an fp32 master copy under bf16/fp16:
   12 * Psi_t (8 in fp32), divided by N at ZeRO-1, 2 and 3 (the ZeRO paper's accounting, Rajbhandari 2020);
 - EMA (``train.ema_decay``): an fp32 copy of the trained weights on every GPU, 4 * Psi_t;
+- prior preservation (``train.prior_preservation``): the frozen base denoiser, b * Psi_denoiser on every
+  GPU (added to the weights), and twice the activations (the full prompts' forward is kept for the backward);
 - activations per sample, for the denoiser's transformer layers (Korthikanti et al. 2022, 16-bit
   activations, SDPA attention so no s^2 score matrices are kept): 34 s h bytes per layer of s tokens
   and width h; with gradient checkpointing each layer keeps only its 2 s h input, plus one layer
@@ -121,9 +123,13 @@ def estimate(family: str, train_cfg, resolution: int) -> MemoryEstimate:
     b = 4 if train_cfg.precision == "fp32" else 2
     opt_per_param = 8 if train_cfg.precision == "fp32" else 12
     acts = train_cfg.batch_size * activation_bytes(family, resolution, train_cfg.gradient_checkpointing)
+    teacher = 0.0
+    if train_cfg.prior_preservation > 0:
+        teacher = b * denoiser
+        acts *= 2
     return MemoryEstimate(
         family, n, z, resident, trained,
-        weights=b * resident / (n if z >= 3 else 1),
+        weights=b * resident / (n if z >= 3 else 1) + teacher,
         gradients=b * trained / (n if z >= 2 else 1),
         optimizer=opt_per_param * trained / (n if z >= 1 else 1),
         activations=acts,

@@ -60,13 +60,15 @@ def _where_rows(mask: torch.Tensor, other: torch.Tensor, x: torch.Tensor) -> tor
 
 
 def prepare_batch(raw: dict, policy: str, q: float, empty_prob: float, generator: torch.Generator | None,
-                  empty: dict | None, device) -> dict:
+                  empty: dict | None, device, keep_prompt: bool = False) -> dict:
     """A data batch -> the module's batch, with the caption policy applied to every caption column.
 
     ``raw`` holds ``prompt_C`` and ``neutral_C`` for each caption column C (token ids per tokenizer, or
     precomputed ``embeds``/``pooled``); the output holds ``input_C``. One draw per sample decides the
     caption for all columns, so the tokenizers (or embeddings) of a sample always agree; the draws are
-    those of ``choose_captions`` then ``drop_to_empty``. ``empty``: the empty caption per column."""
+    those of ``choose_captions`` then ``drop_to_empty``. ``empty``: the empty caption per column.
+    ``keep_prompt``: also ``full_C``, every sample's full prompt whatever caption it drew (what the
+    prior-preservation term conditions on)."""
     cols = sorted(k[len("prompt_"):] for k in raw if k.startswith("prompt_"))
     n = raw["prompt_" + cols[0]].shape[0]
     neutral = torch.rand(n, generator=generator) < q if policy == "attribute_dropout" else None
@@ -81,6 +83,8 @@ def prepare_batch(raw: dict, policy: str, q: float, empty_prob: float, generator
         if dropped is not None:
             x = _where_rows(dropped, empty[c][None], x)
         out["input_" + c] = x.to(device)
+        if keep_prompt:
+            out["full_" + c] = raw["prompt_" + c].to(device)
     for k, v in raw.items():
         if not k.startswith(("prompt_", "neutral_")):
             out[k] = v.to(device)
@@ -127,12 +131,14 @@ class CaptionConditioning:
                 part.eval()
         return self
 
-    def condition(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if "input_embeds" in batch:
-            return batch["input_embeds"], batch.get("input_pooled")
+    def condition(self, batch: dict, prefix: str = "input_") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(embeds, pooled) of the batch's captions ``{prefix}C`` (``input_``: the drawn ones; ``full_``: the
+        full prompts, see ``prepare_batch``)."""
+        if prefix + "embeds" in batch:
+            return batch[prefix + "embeds"], batch.get(prefix + "pooled")
         if not self.text_encoder_names:
             raise ValueError("batch has token ids but the module holds no text encoder (embeddings were expected)")
-        return encode_captions(self.family, self.text_encoders, {c: batch["input_" + c] for c in id_columns(self.family)})
+        return encode_captions(self.family, self.text_encoders, {c: batch[prefix + c] for c in id_columns(self.family)})
 
 
 def choose_captions(
@@ -164,12 +170,23 @@ class DiffusionModule(CaptionConditioning, torch.nn.Module):
     SDXL's ``input_pooled``), and either ``pixels`` (B, 3, H, W, uint8 or float in [-1, 1]) or
     ``latent_params`` (B, 2C, h, w: the VAE posterior's mean and log-variance, precomputed). SDXL
     batches may hold ``original_size`` and ``crop_top_left`` (B, 2) per sample for the added time ids
-    (default: the training size, uncropped)."""
+    (default: the training size, uncropped).
+
+    ``teacher`` (a frozen copy of the base UNet) with ``prior_weight`` > 0 adds the prior-preservation
+    term: prior_weight x MSE between the UNet's prediction on each sample's full prompt (``full_C``) and
+    the teacher's, at the same noisy latent and timestep. Whatever caption a sample drew (a neutral one
+    under attribute dropout), its full prompt's behaviour is held to the base model's. The teacher is
+    kept out of the module's parameters and state dict (it is neither trained, averaged nor saved)."""
 
     def __init__(self, unet, text_encoder, vae, alphas_cumprod: torch.Tensor, prediction_type: str,
                  scaling_factor: float, snr_gamma: float | None = None, shift_factor: float | None = None,
-                 *, family: Family | None = None, text_encoders: list | None = None, vae_scale: int = 8):
+                 *, family: Family | None = None, text_encoders: list | None = None, vae_scale: int = 8,
+                 teacher=None, prior_weight: float = 0.0):
         super().__init__()
+        if prior_weight > 0 and teacher is None:
+            raise ValueError("prior_weight > 0 needs a teacher (a frozen copy of the base UNet)")
+        object.__setattr__(self, "_teacher", teacher)  # not a submodule: no parameters, no state dict
+        self.prior_weight = prior_weight
         self.family = family or FAMILIES["sd"]
         self.vae_scale = vae_scale  # pixels per latent: SDXL's time ids are in pixels
         self.unet = unet
@@ -198,12 +215,33 @@ class DiffusionModule(CaptionConditioning, torch.nn.Module):
         noisy = add_noise(latents, noise, timesteps, self.alphas_cumprod)
         target = prediction_target(latents, noise, timesteps, self.alphas_cumprod, self.prediction_type)
         hidden, pooled = self.condition(batch)
+        pred = self._denoise(self.unet, noisy, timesteps, hidden, pooled, batch, latents)
+        loss = diffusion_loss(pred, target, timesteps, self.alphas_cumprod, self.prediction_type, self.snr_gamma)
+        if self.prior_weight > 0:
+            loss = loss + self.prior_weight * self.prior_loss(batch, noisy, timesteps, latents)
+        return loss
+
+    def _denoise(self, unet, noisy, timesteps, hidden, pooled, batch, latents) -> torch.Tensor:
+        dtype = next(unet.parameters()).dtype
         kwargs = {}
         if self.family.name == "sdxl":
-            kwargs["added_cond_kwargs"] = {"text_embeds": pooled.to(self.dtype),
-                                           "time_ids": sdxl_time_ids(batch, latents, self.vae_scale).to(self.dtype)}
-        pred = self.unet(noisy, timesteps, hidden.to(self.dtype), return_dict=False, **kwargs)[0]
-        return diffusion_loss(pred, target, timesteps, self.alphas_cumprod, self.prediction_type, self.snr_gamma)
+            kwargs["added_cond_kwargs"] = {"text_embeds": pooled.to(dtype),
+                                           "time_ids": sdxl_time_ids(batch, latents, self.vae_scale).to(dtype)}
+        return unet(noisy.to(dtype), timesteps, hidden.to(dtype), return_dict=False, **kwargs)[0]
+
+    def prior_loss(self, batch: dict, noisy, timesteps, latents) -> torch.Tensor:
+        """MSE (fp32) between the UNet's and the frozen teacher's predictions on the full prompts."""
+        if not any(k.startswith("full_") for k in batch):
+            raise ValueError("prior preservation needs the full prompts in the batch (prepare_batch keep_prompt=True)")
+        teacher = self._teacher
+        p = next(teacher.parameters())
+        if p.device != noisy.device or p.dtype != self.dtype:  # the engine moved and cast the student only
+            teacher.to(device=noisy.device, dtype=self.dtype)
+        hidden, pooled = self.condition(batch, prefix="full_")
+        student = self._denoise(self.unet, noisy, timesteps, hidden, pooled, batch, latents)
+        with torch.no_grad():
+            reference = self._denoise(teacher, noisy, timesteps, hidden, pooled, batch, latents)
+        return torch.nn.functional.mse_loss(student.float(), reference.float())
 
 
 def sdxl_time_ids(batch: dict, latents: torch.Tensor, vae_scale: int) -> torch.Tensor:

@@ -73,6 +73,11 @@ def test_the_estimate_is_the_documented_formula():
     inside = estimate("sd3", doc_row_config(dict(trainable="full", precompute_latents=False,
                                                  precompute_text_embeddings=False)), 1024)
     assert inside.resident_params == 2_243_171_520 + 123_650_304 + 694_659_840 + 4_762_310_656 + 83_819_683
+    # prior preservation: a bf16 copy of the SDXL UNet on every GPU (ZeRO-3 or not) and twice the activations
+    row = dict(num_workers=8, zero_stage=3, trainable="full", batch_size=2)
+    plain, kept = (estimate("sdxl", doc_row_config({**row, "prior_preservation": w}), 1024) for w in (0.0, 0.5))
+    assert kept.weights - plain.weights == 2 * 2_567_463_684
+    assert kept.activations == 2 * plain.activations and kept.optimizer == plain.optimizer
 
 
 def test_docs_print_every_row_of_the_what_fits_table():
