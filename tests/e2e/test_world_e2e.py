@@ -162,13 +162,10 @@ def test_2_base_is_biased(world):
         assert base["skin_tone_group"]["imbalance"] >= 0.2, (phrasing, base)
 
 
-# Judged sets on which step 3 is measured to fail with the committed config (docs/world.md, 2026-12-02,
-# 40 per prompt, curation keeping 32):
-# kept in the suite, never dropped, and strict, so the day a change makes them pass the suite says so.
-SHORT_OF_THE_BAR: dict[tuple[int, int, int], str] = {
-    (2017, 13, 202): "explicit skin-tone-group fidelity 5.2 points lower (bar 5; one image of 384 over it), "
-                     "with the quota as without it",
-}
+# Judged sets on which step 3 is measured to fail with the committed config: none since
+# train.prior_preservation 1.0 with attribute dropout 0.6 (docs/world.md, 2026-12-03). A set added here is
+# kept in the suite, never dropped, and strict, so the day a change makes it pass the suite says so.
+SHORT_OF_THE_BAR: dict[tuple[int, int, int], str] = {}
 
 
 def test_3_finetuning_reduces_bias(world, request):

@@ -166,7 +166,8 @@ def _unet_weights(folder: str) -> dict:
 
 
 def test_a_restarted_run_ends_with_the_weights_of_one_that_never_stopped(ray_session, tmp_path):
-    """A restart resumes at the exact data position and random streams: the same weights, bit for bit."""
+    """A restart resumes at the exact data position and random streams: the same weights, bit for bit
+    (with the prior-preservation term on, whose frozen teacher is rebuilt from the base model, not restored)."""
     from dft.train.stage import run_train
 
     finals = {}
@@ -175,7 +176,8 @@ def test_a_restarted_run_ends_with_the_weights_of_one_that_never_stopped(ray_ses
         write_shards(run.synthetic, n=32, shard_size=16)
         cfg = _cfg(run.uri, num_workers=1, max_steps=5, deterministic_data=True, shuffle_buffer=8,
                    caption_policy="attribute_dropout", attribute_dropout=0.5, empty_caption_prob=0.2,
-                   lr_schedule="cosine", warmup_steps=1, ema_decay=0.9, fault_inject_step=fault)
+                   lr_schedule="cosine", warmup_steps=1, ema_decay=0.9, prior_preservation=0.5,
+                   fault_inject_step=fault)
         counts = run_train(cfg)
         assert counts["steps"] == 5
         finals[name] = _unet_weights(run.finetuned_model)
