@@ -101,24 +101,22 @@ def check_family(family: Family, train_cfg) -> None:
         raise FamilyMismatch(f"the model is {family.name}: " + "; ".join(problems))
 
 
-def load_teacher(folder: str):
-    """A frozen copy of the folder's UNet for ``train.prior_preservation`` (eval mode, no gradients)."""
-    import diffusers
+def frozen_copy(denoiser):
+    """A frozen copy of the loaded denoiser, before any trainable set-up, for ``train.prior_preservation``."""
+    import copy
 
-    teacher = diffusers.UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32)
+    teacher = copy.deepcopy(denoiser)
     teacher.requires_grad_(False)
     return teacher.eval()
 
 
-def build_module(folder: str, train_cfg, need_vae: bool = True, with_teacher: bool = True):
-    """The training module for a pipeline folder and a TrainConfig, trainable parts set up.
-
-    ``with_teacher=False`` leaves out the frozen base UNet that ``train.prior_preservation`` trains
-    against (for a module that only needs the trained parts)."""
+def build_module(folder: str, train_cfg, need_vae: bool = True):
+    """The training module for a pipeline folder and a TrainConfig, trainable parts set up."""
     info = model_info(folder)
     need_text = not train_cfg.precompute_text_embeddings
     denoiser, encoders, vae, scheduler, family = load_components(folder, need_vae=need_vae, need_text=need_text)
     check_family(family, train_cfg)
+    teacher = frozen_copy(denoiser) if train_cfg.prior_preservation > 0 else None  # refused for flow families
     spec = TrainableSpec.from_config(train_cfg)
     counts = apply_trainable(denoiser, encoders, vae, spec, gradient_checkpointing=train_cfg.gradient_checkpointing)
     if vae is not None:
@@ -139,8 +137,7 @@ def build_module(folder: str, train_cfg, need_vae: bool = True, with_teacher: bo
             prediction_type=resolve_prediction_type(train_cfg.prediction_type, info),
             scaling_factor=scaling, shift_factor=shift, snr_gamma=train_cfg.snr_gamma,
             family=family, text_encoders=encoders or [], vae_scale=info.vae_scale,
-            teacher=load_teacher(folder) if with_teacher and train_cfg.prior_preservation > 0 else None,
-            prior_weight=train_cfg.prior_preservation if with_teacher else 0.0,
+            teacher=teacher, prior_weight=train_cfg.prior_preservation,
         )
     return module, counts
 
