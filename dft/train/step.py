@@ -218,7 +218,7 @@ class DiffusionModule(CaptionConditioning, torch.nn.Module):
         pred = self._denoise(self.unet, noisy, timesteps, hidden, pooled, batch, latents)
         loss = diffusion_loss(pred, target, timesteps, self.alphas_cumprod, self.prediction_type, self.snr_gamma)
         if self.prior_weight > 0:
-            loss = loss + self.prior_weight * self.prior_loss(batch, noisy, timesteps, latents)
+            loss = loss + self.prior_weight * self.prior_loss(batch, noisy, timesteps, latents, pred)
         return loss
 
     def _denoise(self, unet, noisy, timesteps, hidden, pooled, batch, latents) -> torch.Tensor:
@@ -229,8 +229,13 @@ class DiffusionModule(CaptionConditioning, torch.nn.Module):
                                            "time_ids": sdxl_time_ids(batch, latents, self.vae_scale).to(dtype)}
         return unet(noisy.to(dtype), timesteps, hidden.to(dtype), return_dict=False, **kwargs)[0]
 
-    def prior_loss(self, batch: dict, noisy, timesteps, latents) -> torch.Tensor:
-        """MSE (fp32) between the UNet's and the frozen teacher's predictions on the full prompts."""
+    def prior_loss(self, batch: dict, noisy, timesteps, latents, pred: torch.Tensor | None = None) -> torch.Tensor:
+        """MSE (fp32) between the UNet's and the frozen teacher's predictions on the full prompts.
+
+        ``pred``: the UNet's prediction on the drawn captions at the same noisy latent and timestep. A
+        sample that drew its full prompt already has the student's answer there, so the student runs
+        again only on the samples whose caption differs (a neutral or an empty one): the same value and
+        gradient, a smaller second forward."""
         if not any(k.startswith("full_") for k in batch):
             raise ValueError("prior preservation needs the full prompts in the batch (prepare_batch keep_prompt=True)")
         teacher = self._teacher
@@ -238,10 +243,34 @@ class DiffusionModule(CaptionConditioning, torch.nn.Module):
         if p.device != noisy.device or p.dtype != self.dtype:  # the engine moved and cast the student only
             teacher.to(device=noisy.device, dtype=self.dtype)
         hidden, pooled = self.condition(batch, prefix="full_")
-        student = self._denoise(self.unet, noisy, timesteps, hidden, pooled, batch, latents)
         with torch.no_grad():
             reference = self._denoise(teacher, noisy, timesteps, hidden, pooled, batch, latents)
+        redo = drew_other_caption(batch) if pred is not None else None
+        if redo is None or bool(redo.all()):
+            student = self._denoise(self.unet, noisy, timesteps, hidden, pooled, batch, latents)
+        else:
+            student = pred
+            if bool(redo.any()):
+                idx = redo.nonzero().flatten()
+                sub = {k: v[idx] if torch.is_tensor(v) and v.ndim and v.shape[0] == redo.shape[0] else v
+                       for k, v in batch.items()}
+                again = self._denoise(self.unet, noisy[idx], timesteps[idx], hidden[idx],
+                                      None if pooled is None else pooled[idx], sub, latents[idx])
+                student = pred.index_copy(0, idx, again)
         return torch.nn.functional.mse_loss(student.float(), reference.float())
+
+
+def drew_other_caption(batch: dict) -> torch.Tensor:
+    """Per sample: whether its drawn caption (``input_C``) differs from its full prompt (``full_C``) in any
+    caption column."""
+    redo = None
+    for k, full in batch.items():
+        if not k.startswith("full_"):
+            continue
+        drawn = batch["input_" + k[len("full_"):]]
+        differs = (drawn != full).reshape(full.shape[0], -1).any(dim=1)
+        redo = differs if redo is None else redo | differs
+    return redo
 
 
 def sdxl_time_ids(batch: dict, latents: torch.Tensor, vae_scale: int) -> torch.Tensor:

@@ -101,6 +101,41 @@ def test_training_on_neutral_captions_moves_the_full_prompts_less_with_the_term(
     assert drift[4.0] < 0.75 * drift[1.0] < 0.75 * drift[0.0], drift
 
 
+@pytest.mark.parametrize("q", [0.0, 0.5, 1.0])
+def test_reusing_the_drawn_prediction_gives_the_same_term_and_gradient(q):
+    """forward reuses the student's prediction for samples that drew their full prompt and runs it again
+    only on the others: the term and its gradient equal those of a second forward on every sample."""
+    from dft.train.step import drew_other_caption
+
+    gen = torch.Generator().manual_seed(4)
+    batch = prepare_batch(_raw(16), "attribute_dropout", q, 0.0, gen, None, "cpu", keep_prompt=True)
+    redo = drew_other_caption(batch)
+    expected = {0.0: (0, 0), 0.5: (1, 15), 1.0: (16, 16)}[q]  # none, a mix, or all run again
+    assert expected[0] <= int(redo.sum()) <= expected[1], redo
+    module = _module(1.0)
+    with torch.no_grad():  # a student that moved away from its teacher, so the term is not zero
+        for p in module.unet.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    torch.manual_seed(5)
+    latents = module.latents(batch)
+    t = torch.randint(0, module.alphas_cumprod.shape[0], (16,))
+    from dft.train.loss import add_noise
+
+    noisy = add_noise(latents, torch.randn_like(latents), t, module.alphas_cumprod)
+    values, grads = [], []
+    for reuse in (True, False):
+        module.zero_grad()
+        hidden, pooled = module.condition(batch)
+        pred = module._denoise(module.unet, noisy, t, hidden, pooled, batch, latents)
+        term = module.prior_loss(batch, noisy, t, latents, pred if reuse else None)
+        term.backward()
+        values.append(float(term.detach()))
+        grads.append(torch.cat([p.grad.flatten() for p in module.unet.parameters() if p.grad is not None]))
+    assert values[0] > 0
+    assert values[0] == pytest.approx(values[1], rel=1e-5)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
 def test_flow_matching_families_are_refused_naming_the_field():
     cfg = RunConfig().train
     cfg.prior_preservation = 0.5
