@@ -89,7 +89,9 @@ def ray_session():
 
     if not ray.is_initialized():
         prefer_local_worker_niceness()  # as dft.cluster.connect starts an embedded Ray
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+        # A new local Ray, never one found on the machine (a drill's `ray start` cluster, say), as
+        # dft.cluster.connect starts an embedded one.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     yield ray
     ray.shutdown()
 
