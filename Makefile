@@ -9,7 +9,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 export DS_ACCELERATOR ?= cpu
 
-.PHONY: demo test lint test-all test-slow test-cluster test-slow-rest install clean bench bench-smoke
+.PHONY: demo test lint test-all test-slow install clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,14 +33,6 @@ test: $(STAMP) lint
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow and not gpu" --timeout=1800 --durations=25
-
-# test-slow in its two parts, as .ci/run runs them: the cluster drills (tests/cluster: their own `ray start`
-# nodes, mostly waiting on Ray for node deaths, restarts and job polls) beside `make test`, the rest after.
-test-cluster: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow and cluster and not gpu" --timeout=1800 --durations=10 tests/cluster
-
-test-slow-rest: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow and not cluster and not gpu" --timeout=1800 --durations=25
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu" --timeout=1800
