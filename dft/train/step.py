@@ -245,18 +245,20 @@ class DiffusionModule(CaptionConditioning, torch.nn.Module):
         hidden, pooled = self.condition(batch, prefix="full_")
         with torch.no_grad():
             reference = self._denoise(teacher, noisy, timesteps, hidden, pooled, batch, latents)
-        redo = drew_other_caption(batch) if pred is not None else None
-        if redo is None or bool(redo.all()):
+        if pred is None:
             student = self._denoise(self.unet, noisy, timesteps, hidden, pooled, batch, latents)
         else:
-            student = pred
-            if bool(redo.any()):
-                idx = redo.nonzero().flatten()
-                sub = {k: v[idx] if torch.is_tensor(v) and v.ndim and v.shape[0] == redo.shape[0] else v
-                       for k, v in batch.items()}
-                again = self._denoise(self.unet, noisy[idx], timesteps[idx], hidden[idx],
-                                      None if pooled is None else pooled[idx], sub, latents[idx])
-                student = pred.index_copy(0, idx, again)
+            redo = drew_other_caption(batch)
+            idx = redo.nonzero().flatten()
+            if idx.numel() == 0:
+                # Still one second forward, on one sample (it gives that sample's prediction again): every
+                # rank runs the same forwards, as ZeRO-3 gathers each module's parameters collectively.
+                idx = torch.zeros(1, dtype=torch.long, device=redo.device)
+            sub = {k: v[idx] if torch.is_tensor(v) and v.ndim and v.shape[0] == redo.shape[0] else v
+                   for k, v in batch.items()}
+            again = self._denoise(self.unet, noisy[idx], timesteps[idx], hidden[idx],
+                                  None if pooled is None else pooled[idx], sub, latents[idx])
+            student = pred.index_copy(0, idx, again)
         return torch.nn.functional.mse_loss(student.float(), reference.float())
 
 

@@ -136,6 +136,21 @@ def test_reusing_the_drawn_prediction_gives_the_same_term_and_gradient(q):
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("q", [0.0, 0.5, 1.0])
+def test_every_step_runs_the_student_twice_whatever_was_drawn(q):
+    """The same forwards on every rank, whatever its samples drew (ZeRO-3 gathers parameters collectively
+    in each): a batch with no sample to run again still runs one."""
+    gen = torch.Generator().manual_seed(4)
+    batch = prepare_batch(_raw(8), "attribute_dropout", q, 0.0, gen, None, "cpu", keep_prompt=True)
+    module = _module(1.0)
+    calls = []
+    module.unet.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        module(batch)
+    assert len(calls) == 2 and calls[0] == 8, calls
+    assert 1 <= calls[1] <= 8, calls
+
+
 def test_flow_matching_families_are_refused_naming_the_field():
     cfg = RunConfig().train
     cfg.prior_preservation = 0.5
