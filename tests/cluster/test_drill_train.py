@@ -58,7 +58,7 @@ def test_spot_reclaim_with_notice_checkpoints_once_and_resumes(local_cluster, jo
     cluster = local_cluster(workers=1, worker_cpus=2)
     jobs = jobs_for(cluster)
     _upload_shards(s3_run)
-    # 200 steps: the kill lands near step 70-75 on 2 cores (20 s of notice after step 20), far from the end even
+    # 200 steps: the kill lands near step 65-75 on 2 cores (20 s of notice after step 20), far from the end even
     # on a machine twice as fast; the steps after the resume only cost time.
     steps, deadline_s = 200, 20
     # No periodic checkpoint before the end: the only one mid-run can be the preemption checkpoint.
